@@ -1,0 +1,262 @@
+"""The one config object: a flat, typed dataclass read from YAML and overridden on the command line.
+
+Flat (CleanRL-style) so that every setting is one `--name value` flag and one YAML key. Parsing is
+transformers' HfArgumentParser; this module adds what it lacks: YAML keys and types checked against the
+dataclass with messages that name the file and the key, and cross-field validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the source and the key."""
+
+
+@dataclass
+class SelfPlayConfig:
+    # --- run ---
+    output_dir: str = field(default="runs/default", metadata={"help": "Run directory (created; resumable)."})
+    max_steps: int = field(default=100, metadata={"help": "Self-play steps to run; 0 runs until stopped."})
+    seed: int = field(default=42, metadata={"help": "Seed for Python, NumPy and torch RNGs."})
+    save_every: int = field(default=1, metadata={"help": "Checkpoint every N steps (resume restarts there)."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk (newest first)."})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "Experiment tracker."})
+    wandb_project: str = field(default="selfplay", metadata={"help": "W&B project name."})
+    wandb_mode: Literal["offline", "online"] = field(default="offline", metadata={"help": "W&B mode."})
+    max_empty_steps: int = field(
+        default=20, metadata={"help": "Stop after this many consecutive steps with no valid teacher problem."}
+    )
+
+    # --- models and data ---
+    model: str = field(default="embedded", metadata={"help": "Policy: 'embedded', a hub id or a local folder."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "Weights dtype; auto = bfloat16 on GPU, float32 on CPU."}
+    )
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
+    embedder: str = field(default="embedded", metadata={"help": "Sentence-transformers model for novelty."})
+    seeds: str = field(default="seeds/single.jsonl", metadata={"help": "Seed problems (JSONL/CSV/Parquet/HF)."})
+    seed_problem_field: str = field(default="problem", metadata={"help": "Problem column in the seed set."})
+    seed_answer_field: str = field(default="answer", metadata={"help": "Answer column in the seed set."})
+
+    # --- generation ---
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for both roles."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    generation_batch_size: int = field(default=16, metadata={"help": "Most sequences in one generate call."})
+
+    # --- teacher ---
+    teacher_prompts: int = field(default=4, metadata={"help": "Teacher prompts per step."})
+    teacher_samples: int = field(default=8, metadata={"help": "Completions per teacher prompt (its group)."})
+    teacher_examples: int = field(default=1, metadata={"help": "Pool problems shown in each teacher prompt."})
+    teacher_max_new_tokens: int = field(default=2048, metadata={"help": "Token limit of a teacher completion."})
+    teacher_template: str = field(default="prompts/teacher.yaml", metadata={"help": "Teacher prompt file."})
+    min_problem_chars: int = field(default=10, metadata={"help": "Shorter problems are invalid."})
+    max_concepts: int = field(default=3, metadata={"help": "Most concepts a valid problem may list."})
+
+    # --- student ---
+    student_samples: int = field(default=8, metadata={"help": "Solutions per valid problem (>= 2)."})
+    student_max_new_tokens: int = field(default=2048, metadata={"help": "Token limit of a solution."})
+    student_template: str = field(default="prompts/student.yaml", metadata={"help": "Student prompt file."})
+    reference_answer: Literal["majority", "teacher", "program"] = field(
+        default="majority",
+        metadata={"help": "Reference for correctness: majority answer, teacher's answer, or its program's output."},
+    )
+
+    # --- rewards ---
+    band_low: float = field(default=0.5, metadata={"help": "Lower edge of the learnable solve-rate band."})
+    band_high: float = field(default=0.9, metadata={"help": "Upper edge of the learnable solve-rate band."})
+    novelty_top_k: int = field(default=5, metadata={"help": "Nearest neighbours averaged for novelty."})
+    w_solvability: float = field(default=1.0, metadata={"help": "Teacher weight: solvability band."})
+    w_novelty: float = field(default=1.0, metadata={"help": "Teacher weight: novelty."})
+    w_teacher_format: float = field(default=0.1, metadata={"help": "Teacher weight: format."})
+    w_length: float = field(default=0.0, metadata={"help": "Teacher weight: student solution length."})
+    length_cap: int = field(default=1000, metadata={"help": "Solution length (tokens) at which length saturates."})
+    w_correct: float = field(default=1.0, metadata={"help": "Student weight: verified correct answer."})
+    w_student_format: float = field(default=0.1, metadata={"help": "Student weight: format."})
+
+    # --- pool and archive ---
+    pool_admission: Literal["valid", "in_band"] = field(
+        default="valid", metadata={"help": "Which new problems enter the pool."}
+    )
+    pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
+    dedup_threshold: float = field(default=0.95, metadata={"help": "Cosine at or above which a problem is a duplicate."})
+    index_type: Literal["flat", "hnsw", "ivf"] = field(default="flat", metadata={"help": "FAISS index kind."})
+    index_nlist: int = field(default=256, metadata={"help": "IVF lists (index_type=ivf)."})
+
+    # --- training ---
+    learning_rate: float = field(default=3e-7, metadata={"help": "AdamW learning rate."})
+    lr_schedule: Literal["constant", "linear", "cosine"] = field(default="constant", metadata={"help": "LR decay."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up optimizer steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "Gradient clipping norm."})
+    clip_epsilon: float = field(default=0.2, metadata={"help": "PPO ratio clip."})
+    kl_beta: float = field(default=0.0, metadata={"help": "KL-to-reference coefficient (0: no reference)."})
+    updates_per_step: int = field(default=1, metadata={"help": "Optimizer passes over each step's batch."})
+    train_micro_batch_size: int = field(default=4, metadata={"help": "Rows per forward/backward (accumulated)."})
+    normalize_advantages: bool = field(default=True, metadata={"help": "Divide by the group std (else centre only)."})
+    advantage_eps: float = field(default=1e-4, metadata={"help": "Added to the group std."})
+    group_selection: Literal["all", "variance"] = field(
+        default="all",
+        metadata={"help": "'all' trains every group with signal; 'variance' keeps the reference's selection."},
+    )
+    teacher_groups_per_step: int = field(default=1, metadata={"help": "Teacher groups kept by 'variance'."})
+    student_groups_per_step: int = field(default=1, metadata={"help": "Student groups kept by 'variance'."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "Comma-separated."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+
+    # --- verification ---
+    verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
+    verify_workers: int = field(default=2, metadata={"help": "Verifier worker processes."})
+    program_timeout: float = field(default=5.0, metadata={"help": "Seconds for a teacher program (program mode)."})
+    program_memory_mb: int = field(default=512, metadata={"help": "Memory limit of a teacher program."})
+
+    # --- evaluation during the run ---
+    eval_every: int = field(default=0, metadata={"help": "Evaluate a held-out subset every N steps (0: never)."})
+    eval_benchmark: str = field(default="mawps_singleop", metadata={"help": "Benchmark for in-run evaluation."})
+    eval_limit: int = field(default=32, metadata={"help": "Problems in the in-run evaluation subset."})
+    eval_samples: int = field(default=2, metadata={"help": "Samples per problem in the in-run evaluation."})
+    eval_max_new_tokens: int = field(default=256, metadata={"help": "Token limit in the in-run evaluation."})
+    benchmarks_dir: str = field(default="../shared/benchmarks", metadata={"help": "Folder of benchmark JSONL."})
+
+    def __post_init__(self) -> None:
+        _check_types(self, source="config")
+        self.validate()
+
+    def validate(self) -> None:
+        def require(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"config key '{key}' = {getattr(self, key)!r}: {why}")
+
+        require(self.student_samples >= 2, "student_samples", "a solve rate needs at least 2 solutions")
+        require(self.teacher_samples >= 1, "teacher_samples", "must be at least 1")
+        require(self.teacher_prompts >= 1, "teacher_prompts", "must be at least 1")
+        require(self.teacher_examples >= 1, "teacher_examples", "must be at least 1")
+        require(0.0 <= self.band_low <= self.band_high <= 1.0, "band_low", "need 0 <= band_low <= band_high <= 1")
+        require(self.temperature > 0, "temperature", "must be positive (sampling is required for groups)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_steps >= 0, "max_steps", "must be >= 0")
+        require(self.save_every >= 1, "save_every", "must be >= 1")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(self.novelty_top_k >= 1, "novelty_top_k", "must be >= 1")
+        require(0 < self.dedup_threshold <= 1.0, "dedup_threshold", "must be in (0, 1]")
+        require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(self.train_micro_batch_size >= 1, "train_micro_batch_size", "must be >= 1")
+        require(self.updates_per_step >= 1, "updates_per_step", "must be >= 1")
+        require(self.verify_timeout > 0, "verify_timeout", "must be positive")
+        require(self.verify_workers >= 1, "verify_workers", "must be >= 1")
+        require(self.generation_batch_size >= 1, "generation_batch_size", "must be >= 1")
+        require(self.length_cap >= 1, "length_cap", "must be >= 1")
+        require(self.max_concepts >= 1, "max_concepts", "must be >= 1")
+        require(self.max_empty_steps >= 1, "max_empty_steps", "must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = typing.get_type_hints(SelfPlayConfig)
+FIELD_NAMES = [f.name for f in dataclasses.fields(SelfPlayConfig)]
+
+
+def _check_value(key: str, value, source: str):
+    """Return `value` as the field's type, or raise naming the source and key."""
+    expected = FIELD_TYPES[key]
+    if typing.get_origin(expected) is Literal:
+        choices = typing.get_args(expected)
+        if value not in choices:
+            raise ConfigError(f"{source}: key '{key}' = {value!r}: must be one of {list(choices)}")
+        return value
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{key}' = {value!r}: must be true or false")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: key '{key}' = {value!r}: must be an integer")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: key '{key}' = {value!r}: must be a number")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: key '{key}' = {value!r}: must be a string")
+        return value
+    raise TypeError(f"unsupported config field type {expected} for {key}")
+
+
+def _check_types(config: SelfPlayConfig, source: str) -> None:
+    for key in FIELD_NAMES:
+        setattr(config, key, _check_value(key, getattr(config, key), source))
+
+
+def unknown_key_message(key: str, source: str) -> str:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{source}: unknown config key '{key}'{hint}"
+
+
+def read_yaml_config(path: str | Path) -> dict:
+    """Read a config YAML into checked values; unknown keys and wrong types name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of config keys to values")
+    values = {}
+    for key, value in data.items():
+        if key not in FIELD_TYPES:
+            raise ConfigError(unknown_key_message(str(key), str(path)))
+        values[key] = _check_value(key, value, str(path))
+    return values
+
+
+def parse_config(config_file: str | None, cli_args: list[str]) -> SelfPlayConfig:
+    """YAML values (if any) become defaults; command-line flags override them."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SelfPlayConfig, allow_abbrev=False)
+    if config_file:
+        parser.set_defaults(**read_yaml_config(config_file))
+    namespace, remaining = parser.parse_known_args(cli_args)
+    if remaining:
+        flag = next((a for a in remaining if a.startswith("--")), remaining[0])
+        raise ConfigError(unknown_key_message(flag.lstrip("-").split("=")[0].replace("-", "_"), "command line"))
+    try:
+        return SelfPlayConfig(**vars(namespace))
+    except ConfigError as error:
+        raise ConfigError(f"{error}" if config_file is None else f"{config_file} + command line: {error}") from None
+
+
+def config_from_dict(values: dict, source: str) -> SelfPlayConfig:
+    """Rebuild a config saved in a run directory; keys this version does not know are an error naming them."""
+    for key in values:
+        if key not in FIELD_TYPES:
+            raise ConfigError(unknown_key_message(str(key), source))
+    checked = {key: _check_value(key, value, source) for key, value in values.items()}
+    return SelfPlayConfig(**checked)
+
+
+def resolve_path(path: str) -> Path:
+    """A path as given if it exists, else relative to the repository (so shipped prompts/seeds work anywhere)."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    shipped = REPO_ROOT / path
+    return shipped if shipped.exists() else candidate

@@ -1,0 +1,1 @@
+"""Pool, seeds, run-directory files, export and report."""

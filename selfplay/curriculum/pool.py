@@ -1,0 +1,77 @@
+"""The problem pool: what the teacher is shown, and (through its FAISS archive) what novelty is measured
+against. Entries and embeddings are kept side by side; the archive indexes exactly the embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from selfplay.curriculum.rundir import atomic_write
+from selfplay.novelty.archive import Archive
+
+
+class PoolError(RuntimeError):
+    pass
+
+
+class Pool:
+    def __init__(self, dim: int, index_type: str = "flat", nlist: int = 256, max_size: int = 0):
+        self.entries: list[dict] = []
+        self.embeddings = np.zeros((0, dim), np.float32)
+        self.archive = Archive(dim, index_type, nlist)
+        self.max_size = max_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, entries: list[dict], vectors: np.ndarray) -> None:
+        self.entries.extend(entries)
+        self.embeddings = np.concatenate([self.embeddings, vectors.astype(np.float32)])
+        self.archive.add(vectors)
+        self._evict()
+
+    def _evict(self) -> None:
+        """FIFO over non-seed entries once over max_size; seeds are never evicted. Evicting down to 90% of
+        the bound makes the index rebuild happen once per 10% of growth rather than every step."""
+        if not self.max_size or len(self) <= self.max_size:
+            return
+        target = int(self.max_size * 0.9)
+        removable = [i for i, e in enumerate(self.entries) if not e.get("seed")]
+        drop = set(removable[: max(0, len(self) - target)])
+        keep = [i for i in range(len(self)) if i not in drop]
+        self.entries = [self.entries[i] for i in keep]
+        self.embeddings = self.embeddings[keep]
+        self.archive.rebuild(self.embeddings)
+
+    def sample(self, rng: np.random.Generator, k: int) -> list[dict]:
+        if not self.entries:
+            raise PoolError("the pool is empty")
+        picks = rng.choice(len(self.entries), size=min(k, len(self.entries)), replace=False)
+        return [self.entries[i] for i in picks]
+
+    def max_similarity(self, vectors: np.ndarray) -> np.ndarray:
+        sims, ids = self.archive.search(vectors, 1)
+        return np.where(ids[:, 0] >= 0, sims[:, 0], -1.0) if sims.shape[1] else np.full(len(vectors), -1.0)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "pool.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.entries))
+        with open(folder / "embeddings.npy", "wb") as handle:
+            np.save(handle, self.embeddings)
+        self.archive.save(folder / "index.faiss")
+
+    def load(self, folder: Path) -> None:
+        try:
+            entries = [json.loads(line) for line in (folder / "pool.jsonl").read_text().splitlines() if line]
+            embeddings = np.load(folder / "embeddings.npy")
+            self.archive.load(folder / "index.faiss")
+        except (OSError, ValueError) as error:
+            raise PoolError(f"{folder}: pool files unreadable ({error})") from None
+        if not (len(entries) == len(embeddings) == len(self.archive)):
+            raise PoolError(
+                f"{folder}: pool.jsonl ({len(entries)}), embeddings.npy ({len(embeddings)}) and index.faiss "
+                f"({len(self.archive)}) disagree in size"
+            )
+        self.entries, self.embeddings = entries, embeddings

@@ -1,0 +1,29 @@
+"""Novelty: embeddings, the FAISS archive, and the similarity sets that novelty rewards are computed from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from selfplay.novelty.archive import Archive
+from selfplay.novelty.embedder import Embedder
+from selfplay.rewards import novelty
+
+
+def neighbour_similarities(candidates: np.ndarray, archive: Archive, top_k: int) -> list[list[float]]:
+    """For each candidate: its top-k cosine similarities among the archive and the other candidates of the
+    same step (self excluded), as the reference computes novelty."""
+    archive_sims, archive_ids = archive.search(candidates, top_k)
+    peer_sims = candidates @ candidates.T if len(candidates) else np.zeros((0, 0))
+    result = []
+    for i in range(len(candidates)):
+        sims = [float(s) for s, j in zip(archive_sims[i], archive_ids[i]) if j >= 0]
+        sims += [float(s) for j, s in enumerate(peer_sims[i]) if j != i]
+        result.append(sorted(sims, reverse=True)[:top_k])
+    return result
+
+
+def novelty_scores(candidates: np.ndarray, archive: Archive, top_k: int) -> list[float]:
+    return [novelty(sims, top_k) for sims in neighbour_similarities(candidates, archive, top_k)]
+
+
+__all__ = ["Archive", "Embedder", "neighbour_similarities", "novelty_scores"]

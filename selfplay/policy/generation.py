@@ -1,0 +1,123 @@
+"""Generation backends. One interface, `generate(prompts, n, max_new_tokens) -> groups of Samples`, so a vLLM
+backend can replace the transformers one without touching the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+
+@dataclass
+class Sample:
+    prompt_ids: list[int]
+    completion_ids: list[int]  # up to and including the first end-of-sequence token
+    text: str  # the completion decoded without special tokens
+    logprobs: list[float]  # per completion token, under the sampling distribution (after temperature, top-p)
+    finished: bool  # ended with end-of-sequence (False: cut at the token limit)
+
+
+class GenerationBackend(Protocol):
+    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
+        """`n` samples for each prompt (token ids), grouped per prompt, in prompt order."""
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Records the log-probability of each sampled token: at step t+1 the token chosen at step t is the last
+    input id, so only one step of the (batch x vocab) distribution is held at a time."""
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        self.steps.append(self.previous.gather(1, last_tokens.unsqueeze(1)).squeeze(1))
+        return torch.stack(self.steps, dim=1)
+
+
+def render_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat prompt through the tokenizer's own template. Templates that reject a system turn
+    (Gemma's) get the system text merged into the first user turn."""
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception:
+        if messages[0]["role"] != "system":
+            raise
+        merged = dict(messages[1], content=messages[0]["content"] + "\n\n" + messages[1]["content"])
+        text = tokenizer.apply_chat_template([merged, *messages[2:]], add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class TransformersBackend:
+    """Batched, left-padded `model.generate` with sampling and per-token log-probs."""
+
+    def __init__(self, model, tokenizer, temperature: float, top_p: float, batch_size: int):
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p, self.batch_size = temperature, top_p, batch_size
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids if i is not None}
+
+    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
+        jobs = [(p, prompt) for p, prompt in enumerate(prompts) for _ in range(n)]
+        # Similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))
+        results: dict[int, Sample] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for j, sample in zip(batch, self._generate_batch([jobs[j][1] for j in batch], max_new_tokens)):
+                results[j] = sample
+        groups: list[list[Sample]] = [[] for _ in prompts]
+        for j, (p, _) in enumerate(jobs):
+            groups[p].append(results[j])
+        return groups
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Sample]:
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        recorder = _LogprobRecorder()
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=sorted(self.eos_ids),
+            logits_processor=LogitsProcessorList([recorder]),
+        )
+        completions = output[:, width:]
+        logprobs = recorder.finish(completions[:, -1]).cpu()
+        samples = []
+        for row, prompt in enumerate(prompts):
+            ids = completions[row].tolist()
+            end = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+            ids = ids if end is None else ids[: end + 1]
+            samples.append(
+                Sample(
+                    prompt_ids=list(prompt),
+                    completion_ids=ids,
+                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                    logprobs=logprobs[row, : len(ids)].tolist(),
+                    finished=end is not None,
+                )
+            )
+        return samples

