@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny self-play config on the real embedded model, embedder, FAISS index and verifier."""
+
+import pytest
+
+from selfplay.config import SelfPlayConfig
+
+TINY = dict(
+    model="embedded",
+    embedder="embedded",
+    seeds="seeds/single.jsonl",
+    teacher_prompts=2,
+    teacher_samples=3,
+    teacher_max_new_tokens=48,
+    student_samples=2,
+    student_max_new_tokens=40,
+    lora=True,
+    learning_rate=1e-3,
+    max_grad_norm=1.0,
+    train_micro_batch_size=8,
+    save_every=1,
+    verify_timeout=5.0,
+    seed=7,
+)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(**overrides):
+        return SelfPlayConfig(**{**TINY, "output_dir": str(tmp_path / "run"), **overrides})
+
+    return make

@@ -1,0 +1,54 @@
+import pytest
+
+from selfplay.config import ConfigError, SelfPlayConfig, parse_config, read_yaml_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_then_command_line_overrides(tmp_path):
+    path = write(tmp_path, "student_samples: 4\nteacher_prompts: 3\nlora: true\n")
+    config = parse_config(path, ["--student-samples", "6", "--max_steps", "2", "--output-dir", "x"])
+    assert (config.student_samples, config.teacher_prompts, config.lora, config.max_steps, config.output_dir) == (
+        6, 3, True, 2, "x",
+    )
+
+
+def test_unknown_yaml_key_names_file_key_and_suggestion(tmp_path):
+    path = write(tmp_path, "student_sample: 4\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'student_sample' \(did you mean 'student_samples'\?\)"):
+        read_yaml_config(path)
+
+
+def test_wrong_type_in_yaml_names_file_and_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'max_steps' = 'three': must be an integer"):
+        read_yaml_config(write(tmp_path, "max_steps: three\n"))
+    with pytest.raises(ConfigError, match=r"key 'index_type' = 'kdtree': must be one of"):
+        read_yaml_config(write(tmp_path, "index_type: kdtree\n"))
+
+
+def test_unknown_command_line_flag_is_named():
+    with pytest.raises(ConfigError, match=r"command line: unknown config key 'studnet_samples'.*student_samples"):
+        parse_config(None, ["--studnet-samples", "4"])
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match="student_samples"):
+        SelfPlayConfig(student_samples=1)
+    with pytest.raises(ConfigError, match="band_low"):
+        SelfPlayConfig(band_low=0.9, band_high=0.5)
+
+
+def test_yaml_not_a_mapping_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        read_yaml_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_experiment_configs_parse():
+    for name in ("experiments/cpu-smoke.yaml", "experiments/opensir-llama3b.yaml"):
+        parse_config(name, [])

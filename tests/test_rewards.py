@@ -1,0 +1,67 @@
+import math
+
+import pytest
+
+from selfplay import rewards
+
+
+@pytest.mark.parametrize(
+    "solve_rate, expected",
+    # The reference's worked values for G=8, band 0.5-0.9 (shared/design/opensir-reference.md, section 2).
+    [(0.5, 0.25), (0.625, 0.71875), (0.75, 0.8125), (0.875, 0.34375), (0.9, 0.25), (0.7, 1.0)],
+)
+def test_solvability_matches_reference_values(solve_rate, expected):
+    assert rewards.solvability(solve_rate, 8, 0.5, 0.9) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("solve_rate", [None, 0.0, 0.375, 0.95, 1.0])
+def test_solvability_is_zero_outside_band(solve_rate):
+    assert rewards.solvability(solve_rate, 8, 0.5, 0.9) == 0.0
+
+
+def test_solvability_edge_value_depends_on_reachable_grid():
+    # n=4: reachable rates in [0.5, 0.9] are 0.5 and 0.75, so the edge value is 1/2.
+    assert rewards.solvability(0.5, 4, 0.5, 0.9) == pytest.approx(0.5)
+
+
+def test_novelty_is_one_minus_mean_top_k_over_two():
+    assert rewards.novelty([1.0, 1.0], 5) == 0.0
+    assert rewards.novelty([0.2, 0.9, 0.5, -1.0], 2) == pytest.approx((1 - 0.7) / 2)
+    assert rewards.novelty([-1.0], 5) == 1.0
+    assert rewards.novelty([], 5) == 1.0
+
+
+def test_solve_rate_counts_unparseable_as_wrong():
+    # 1 correct answer among 8 solutions, 7 unparseable: the reference reported 1.0, we report 1/8.
+    assert rewards.solve_rate([True] + [False] * 7) == 0.125
+    assert rewards.solve_rate([]) is None
+
+
+def test_majority_class_prefers_first_on_ties_and_ignores_none():
+    assert rewards.majority_class([None, 1, 0, 1, 0]) == 0
+    assert rewards.majority_class([2, 2, 0, None]) == 2
+    assert rewards.majority_class([None, None]) is None
+
+
+def test_teacher_reward_weights_and_invalid_gets_only_format():
+    weights = rewards.TeacherWeights(solvability=1.0, novelty=2.0, format=0.1, length=0.5)
+    assert rewards.teacher_reward(True, 0.5, 0.25, 1.0, 0.2, weights) == pytest.approx(0.5 + 0.5 + 0.1 + 0.1)
+    assert rewards.teacher_reward(False, 0.5, 0.25, 2 / 3, 0.2, weights) == pytest.approx(0.1 * 2 / 3)
+
+
+def test_format_terms():
+    assert rewards.teacher_format(True, False, True) == pytest.approx(2 / 3)
+    assert rewards.student_format("so Therefore, the final answer is: $\\boxed{3}$", True) == 1.0
+    assert rewards.student_format("it is \\boxed{3}", True) == 0.5
+    assert rewards.student_format("no answer", False) == 0.0
+
+
+def test_length_term_capped_and_zero_without_answers():
+    assert rewards.length_term([500, 1500], 1000, True) == 1.0
+    assert rewards.length_term([100, 300], 1000, True) == pytest.approx(0.2)
+    assert rewards.length_term([100, 300], 1000, False) == 0.0
+
+
+def test_in_band():
+    assert rewards.in_band(0.5, 0.5, 0.9) and not rewards.in_band(None, 0.5, 0.9)
+    assert not rewards.in_band(math.nan, 0.0, 1.0)
