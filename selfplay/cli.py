@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from selfplay import __version__
 
@@ -29,6 +30,47 @@ def _seeds_check(args: argparse.Namespace, rest: list[str]) -> int:
     return 1 if issues else 0
 
 
+def _export(args: argparse.Namespace, rest: list[str]) -> int:
+    from selfplay.curriculum.export import ExportFilters, export
+
+    filters = ExportFilters(
+        min_solve_rate=args.min_solve_rate, max_solve_rate=args.max_solve_rate, min_novelty=args.min_novelty,
+        min_step=args.min_step, max_step=args.max_step, valid_only=not args.include_invalid,
+        dedup_threshold=args.dedup_threshold, limit=args.limit,
+    )
+    summary = export(args.run_dir, args.out, args.format, args.shape, filters)
+    print(f"exported {summary.rows} problem(s) to {args.out}")
+    if args.push_to_hub:
+        import datasets
+
+        if args.format != "hf":
+            raise SystemExit("selfplay: error: --push-to-hub needs --format hf")
+        datasets.load_from_disk(args.out).push_to_hub(args.push_to_hub)
+        print(f"pushed to the hub as {args.push_to_hub}")
+    return 0
+
+
+def _eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from selfplay.eval.evaluate import EvalSettings, run_eval
+
+    settings = EvalSettings(
+        benchmarks=args.bench, n=args.n, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+        benchmarks_dir=args.benchmarks_dir, question_field=args.question_field, answer_field=args.answer_field,
+        template=args.template,
+    )
+    run_eval(args.model, settings, args.out, compare=args.compare)
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def _report(args: argparse.Namespace, rest: list[str]) -> int:
+    from selfplay.curriculum.report import write_report
+
+    print(f"report: {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfplay", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selfplay {__version__}")
@@ -42,6 +84,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config file; flags override its keys")
     run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     run.set_defaults(handler=_run, passthrough=True)
+
+    export = commands.add_parser("export", help="export a run's curriculum as a dataset")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["jsonl", "parquet", "hf"], default="jsonl")
+    export.add_argument("--shape", choices=["rl", "sft"], default="rl",
+                        help="rl: problem + reference answer + stats; sft: problem + a verified solution as chat messages")
+    export.add_argument("--out", required=True, help="output file (jsonl, parquet) or folder (hf)")
+    export.add_argument("--min-solve-rate", type=float, help="default: the run's band_low")
+    export.add_argument("--max-solve-rate", type=float, help="default: the run's band_high")
+    export.add_argument("--min-novelty", type=float)
+    export.add_argument("--min-step", type=int)
+    export.add_argument("--max-step", type=int)
+    export.add_argument("--include-invalid", action="store_true", help="keep problems the parser rejected")
+    export.add_argument("--dedup-threshold", type=float, help="drop problems this similar (cosine) to an earlier one")
+    export.add_argument("--limit", type=int)
+    export.add_argument("--push-to-hub", metavar="REPO", help="also push the hf folder to the Hugging Face Hub")
+    export.set_defaults(handler=_export, passthrough=False)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model (or compare two) on benchmarks")
+    evaluate.add_argument("--model", required=True, help="'embedded', a hub id, a folder, a run dir or a checkpoint")
+    evaluate.add_argument("--compare", help="a second model, evaluated side by side with --model as the base")
+    evaluate.add_argument("--bench", required=True,
+                          help="comma-separated: gsm8k, math500, minerva_math, olympiadbench, aime24, aime25, amc23, "
+                               "mawps (= its four sets) or mawps_singleop..., or a file / hub dataset id")
+    evaluate.add_argument("--n", type=int, default=4, help="samples per problem")
+    evaluate.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
+    evaluate.add_argument("--top-p", type=float, default=0.95)
+    evaluate.add_argument("--max-new-tokens", type=int, default=512)
+    evaluate.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--benchmarks-dir", default="../shared/benchmarks")
+    evaluate.add_argument("--question-field")
+    evaluate.add_argument("--answer-field")
+    evaluate.add_argument("--template", default="prompts/student.yaml")
+    evaluate.add_argument("--out", required=True)
+    evaluate.set_defaults(handler=_eval, passthrough=False)
+
+    report = commands.add_parser("report", help="write an HTML report with figures for a run")
+    report.add_argument("run_dir")
+    report.add_argument("--out", required=True)
+    report.set_defaults(handler=_report, passthrough=False)
 
     seeds = commands.add_parser("seeds", help="seed set tools").add_subparsers(dest="seeds_command", required=True)
     check = seeds.add_parser("check", help="validate a seed set and report every bad line")
@@ -66,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args, rest)
-    except (ConfigError, SeedError, RunDirError, ModelNotFoundError, RunStalled) as error:
+    except (ConfigError, SeedError, RunDirError, ModelNotFoundError, RunStalled, FileNotFoundError) as error:
         print(f"selfplay: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ backend can replace the transformers one without touching the loop."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +64,9 @@ class TransformersBackend:
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.top_p, self.batch_size = temperature, top_p, batch_size
         self.eos_ids = self._eos_ids()
+        # (input_ids, attention_mask, decoding steps, seconds) per generate call, for benchmarks to replay.
+        self.batch_log: list[tuple[torch.Tensor, torch.Tensor, int, float]] = []
+        self.keep_batch_log = False
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -92,13 +96,17 @@ class TransformersBackend:
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         recorder = _LogprobRecorder()
+        start = time.perf_counter()
+        # temperature 0 means greedy decoding (evaluation); top_k=0 turns off transformers' default top-k of 50.
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+            if self.temperature > 0
+            else {"do_sample": False}
+        )
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=0,
+            **sampling,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad,
             eos_token_id=sorted(self.eos_ids),
@@ -106,6 +114,8 @@ class TransformersBackend:
         )
         completions = output[:, width:]
         logprobs = recorder.finish(completions[:, -1]).cpu()
+        if self.keep_batch_log:
+            self.batch_log.append((input_ids, attention, completions.shape[1], time.perf_counter() - start))
         samples = []
         for row, prompt in enumerate(prompts):
             ids = completions[row].tolist()

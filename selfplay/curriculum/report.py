@@ -1,0 +1,149 @@
+"""An HTML report of a run (finished or in progress): PNG figures and sample problems."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from selfplay.curriculum.export import run_config
+from selfplay.curriculum.rundir import CURRICULUM, METRICS, atomic_write, read_jsonl
+
+MAX_MAPPED_PROBLEMS = 2000  # problems embedded for the 2-D map (spread evenly over the run)
+
+
+def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _figure(path: Path, draw) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def _lines(metrics: list[dict], keys: dict[str, str], ylabel: str, title: str):
+    def draw(ax):
+        for key, label in keys.items():
+            steps, values = _series(metrics, key)
+            ax.plot(steps, values, marker="o", markersize=3, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+
+    return draw
+
+
+def _solve_rates(valid: list[dict], band: tuple[float, float]):
+    def draw(ax):
+        rng = np.random.default_rng(0)
+        steps = np.array([r["step"] for r in valid], dtype=float)
+        rates = np.array([r["solve_rate"] for r in valid], dtype=float)
+        ax.axhspan(*band, color="green", alpha=0.1, label="target band")
+        ax.scatter(steps + rng.uniform(-0.25, 0.25, len(steps)), rates, s=8, alpha=0.5, label="problem")
+        if len(steps):
+            unique = sorted(set(steps))
+            ax.plot(unique, [rates[steps == s].mean() for s in unique], color="black", label="mean")
+        ax.set_xlabel("step")
+        ax.set_ylabel("student solve rate")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("Solve rate of each generated problem")
+        ax.legend(loc="upper right")
+
+    return draw
+
+
+def _concepts(valid: list[dict]):
+    def draw(ax):
+        top = Counter(c for r in valid for c in r.get("concepts") or []).most_common(15)[::-1]
+        ax.barh([name[:30] for name, _ in top], [count for _, count in top])
+        ax.set_xlabel("problems")
+        ax.set_title("Most frequent concepts")
+
+    return draw
+
+
+def _embedding_map(valid: list[dict], embedder_name: str):
+    def draw(ax):
+        picked = valid[:: max(1, len(valid) // MAX_MAPPED_PROBLEMS)][:MAX_MAPPED_PROBLEMS]
+        if len(picked) < 3:
+            ax.text(0.5, 0.5, "too few problems to map", ha="center", transform=ax.transAxes)
+            return
+        from selfplay.novelty import Embedder
+
+        vectors = Embedder(embedder_name).encode([r["problem"] for r in picked])
+        centred = vectors - vectors.mean(axis=0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ components[:2].T
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=[r["step"] for r in picked], cmap="viridis", s=10)
+        ax.figure.colorbar(points, ax=ax, label="step")
+        ax.set_title("Problem embeddings (PCA), coloured by step")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    return draw
+
+
+def _samples_table(valid: list[dict]) -> str:
+    if not valid:
+        return "<p>No valid problems yet.</p>"
+    steps = sorted({r["step"] for r in valid})
+    picks = {"start": steps[0], "middle": steps[len(steps) // 2], "end": steps[-1]}
+    rows = []
+    for phase, step in picks.items():
+        for r in [r for r in valid if r["step"] == step][:3]:
+            rows.append(
+                f"<tr><td>{phase}</td><td>{step}</td><td>{html.escape(r['problem'])}</td>"
+                f"<td>{html.escape(str(r.get('answer')))}</td><td>{r['solve_rate']:.2f}</td>"
+                f"<td>{(r.get('novelty') or 0):.2f}</td></tr>"
+            )
+    return ("<table><tr><th>phase</th><th>step</th><th>problem</th><th>answer</th><th>solve rate</th>"
+            "<th>novelty</th></tr>" + "".join(rows) + "</table>")
+
+
+def write_report(run_dir: str | Path, out: str | Path) -> Path:
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / METRICS).exists():
+        raise FileNotFoundError(f"{run_dir / METRICS}: not a run directory (or no step finished yet)")
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    config = run_config(run_dir)
+    metrics = [m for m in read_jsonl(run_dir / METRICS) if "skipped" not in m]
+    valid = [r for r in read_jsonl(run_dir / CURRICULUM) if r.get("valid") and r.get("solve_rate") is not None]
+    band = (config.get("band_low", 0.5), config.get("band_high", 0.9))
+    figures = {
+        "Solve-rate distribution": _figure(out / "solve_rates.png", _solve_rates(valid, band)),
+        "Fractions and novelty": _figure(out / "fractions.png", _lines(
+            metrics, {"in_band_fraction": "in band", "valid_fraction": "valid", "novelty_mean": "novelty (mean)"},
+            "fraction / score", "In-band fraction, valid fraction, novelty")),
+        "Pool growth": _figure(out / "pool.png", _lines(metrics, {"pool_size": "pool size"}, "problems", "Pool size")),
+        "Rewards per role": _figure(out / "rewards.png", _lines(
+            metrics, {"teacher_reward_mean": "teacher", "student_reward_mean": "student"}, "mean reward", "Rewards")),
+        "Concepts": _figure(out / "concepts.png", _concepts(valid)),
+        "Curriculum map": _figure(out / "embedding_map.png", _embedding_map(valid, config.get("embedder", "embedded"))),
+    }
+    last = metrics[-1] if metrics else {}
+    body = "".join(f'<h2>{title}</h2><img src="{name}" alt="{title}">' for title, name in figures.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>selfplay report: {html.escape(str(run_dir))}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:auto}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}</style></head><body>
+<h1>selfplay run report</h1>
+<p>Run <code>{html.escape(str(run_dir))}</code>, policy <code>{html.escape(str(config.get("model")))}</code>:
+{len(metrics)} steps logged, {len(valid)} valid problems, pool size {last.get("pool_size", "?")}.</p>
+{body}
+<h2>Sample problems</h2>{_samples_table(valid)}
+</body></html>"""
+    atomic_write(out / "index.html", page)
+    return out / "index.html"

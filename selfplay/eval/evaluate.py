@@ -1,0 +1,157 @@
+"""Evaluate a policy on benchmarks with the student prompt and the guarded math-verify checker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from selfplay.config import REPO_ROOT
+from selfplay.curriculum.rundir import atomic_write
+from selfplay.eval.benchmarks import Item, expand, load_benchmark, slug
+from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, summarize
+from selfplay.policy import TransformersBackend, load_policy, render_chat
+from selfplay.roles import PromptTemplate
+from selfplay.verify import Verifier, extract_final_answer
+
+
+@dataclass
+class ProblemResult:
+    benchmark: str
+    id: str
+    prompt: str
+    gold: str
+    samples: list[str]
+    answers: list[str | None]
+    correct: list[bool]
+    majority_correct: bool
+
+
+def default_benchmarks_dir(given: str) -> Path:
+    """The given folder if it exists, else the shared/benchmarks beside this checkout."""
+    path = Path(given).expanduser()
+    return path if path.exists() else REPO_ROOT.parent / "shared" / "benchmarks"
+
+
+def evaluate_items(
+    benchmark: str, items: list[Item], backend, tokenizer, template: PromptTemplate, verifier: Verifier,
+    n: int, max_new_tokens: int,
+) -> list[ProblemResult]:
+    prompts = [template.messages(problem=item.question) for item in items]
+    groups = backend.generate([render_chat(tokenizer, p) for p in prompts], n, max_new_tokens)
+    answers = [[extract_final_answer(s.text) for s in group] for group in groups]
+    pairs = [(item.answer, a) for item, row in zip(items, answers) for a in row if a is not None]
+    verdicts = iter(verifier.equal_many(pairs))
+    results = []
+    for item, prompt, group, row in zip(items, prompts, groups, answers):
+        correct = [a is not None and next(verdicts) for a in row]
+        results.append(ProblemResult(
+            benchmark, item.id, prompt[-1]["content"], item.answer, [s.text for s in group], row, correct,
+            majority_correct(verifier.cluster(row), correct),
+        ))
+    return results
+
+
+def benchmark_summary(results: list[ProblemResult], seed: int = 0) -> dict:
+    return summarize([r.correct for r in results], [r.majority_correct for r in results], seed=seed)
+
+
+@dataclass
+class EvalSettings:
+    benchmarks: str
+    n: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    limit: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    benchmarks_dir: str = "../shared/benchmarks"
+    question_field: str | None = None
+    answer_field: str | None = None
+    template: str = "prompts/student.yaml"
+    verify_timeout: float = 5.0
+
+
+def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) -> dict[str, list[ProblemResult]]:
+    import torch
+
+    torch.manual_seed(settings.seed)
+    model, tokenizer = load_policy(model_spec)
+    backend = TransformersBackend(model, tokenizer, settings.temperature, settings.top_p, settings.batch_size)
+    template = PromptTemplate.load(settings.template)
+    results = {}
+    for name in expand(settings.benchmarks):
+        items = load_benchmark(name, default_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
+                               settings.answer_field, settings.limit)
+        results[slug(name)] = evaluate_items(
+            slug(name), items, backend, tokenizer, template, verifier, settings.n, settings.max_new_tokens
+        )
+    return results
+
+
+def _macro(summaries: dict[str, dict], key: str) -> float | None:
+    values = [s[key] for s in summaries.values() if s.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: str | None = None) -> dict:
+    """Evaluate `model` (and `compare`, side by side); write per_problem.jsonl, results.json, results.md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = {"base": model} if compare is None else {"base": model, "compare": compare}
+    per_model: dict[str, dict[str, list[ProblemResult]]] = {}
+    with Verifier(settings.verify_timeout) as verifier:
+        for role, spec in models.items():
+            per_model[role] = evaluate_model(spec, settings, verifier)
+    lines = [
+        json.dumps({"model": models[role], **asdict(r)}, ensure_ascii=False)
+        for role, by_bench in per_model.items() for results in by_bench.values() for r in results
+    ]
+    atomic_write(out / "per_problem.jsonl", "\n".join(lines) + "\n")
+    n = settings.n
+    report: dict = {"settings": asdict(settings), "models": models, "benchmarks": {}}
+    for role, by_bench in per_model.items():
+        summaries = {bench: benchmark_summary(results, settings.seed) for bench, results in by_bench.items()}
+        report[role] = {"benchmarks": summaries, "macro": {k: _macro(summaries, k) for k in (f"mean@{n}", f"pass@{n}", f"maj@{n}")}}
+    if compare is not None:
+        for bench, base_results in per_model["base"].items():
+            other = per_model["compare"][bench]
+            diffs = [sum(o.correct) / n - sum(b.correct) / n for b, o in zip(base_results, other)]
+            report["benchmarks"][bench] = {
+                f"mean@{n}_difference": float(np.mean(diffs)),
+                "difference_ci95": bootstrap_ci(diffs, seed=settings.seed),
+                "expansion_rate": expansion_rate([any(b.correct) for b in base_results], [any(o.correct) for o in other]),
+            }
+    atomic_write(out / "results.json", json.dumps(report, indent=2))
+    atomic_write(out / "results.md", markdown_table(report, n))
+    return report
+
+
+def markdown_table(report: dict, n: int) -> str:
+    roles = [r for r in ("base", "compare") if r in report]
+    header = "| benchmark | model | problems | mean@{n} (95% CI) | pass@1 | pass@{n} | maj@{n} |".format(n=n)
+    rows = [header, "|---|---|---|---|---|---|---|"]
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    for bench in report[roles[0]]["benchmarks"]:
+        for role in roles:
+            s = report[role]["benchmarks"][bench]
+            low, high = s[f"mean@{n}_ci95"]
+            rows.append(f"| {bench} | {report['models'][role]} | {s['problems']} | {fmt(s[f'mean@{n}'])} "
+                        f"({fmt(low)}-{fmt(high)}) | {fmt(s['pass@1'])} | {fmt(s[f'pass@{n}'])} | {fmt(s[f'maj@{n}'])} |")
+    for role in roles:
+        macro = report[role]["macro"]
+        rows.append(f"| macro average | {report['models'][role]} | | {fmt(macro[f'mean@{n}'])} | | "
+                    f"{fmt(macro[f'pass@{n}'])} | {fmt(macro[f'maj@{n}'])} |")
+    text = "\n".join(rows) + "\n"
+    if report["benchmarks"]:
+        text += "\n| benchmark | difference in mean@{n} (95% CI) | expansion rate |\n|---|---|---|\n".format(n=n)
+        for bench, d in report["benchmarks"].items():
+            low, high = d["difference_ci95"]
+            text += f"| {bench} | {d[f'mean@{n}_difference']:+.3f} ({low:+.3f} to {high:+.3f}) | {fmt(d['expansion_rate'])} |\n"
+    return text
