@@ -28,7 +28,7 @@ from selfplay.curriculum import rundir
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
 from selfplay.novelty import Embedder, novelty_scores
-from selfplay.policy import Sample, TransformersBackend, load_policy, render_chat
+from selfplay.policy import EMBEDDED, Sample, TransformersBackend, load_policy, render_chat, resolve_model
 from selfplay.roles import PromptTemplate, StudentSolution, TeacherProblem, parse_teacher, read_solution
 from selfplay.train.advantages import group_advantages, group_stats, top_groups
 from selfplay.train.updater import TrainRow, Updater, add_lora
@@ -417,10 +417,12 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
     run_dir = Path(config.output_dir)
     if resume and not (run_dir / rundir.RUN_INFO).exists():
         raise rundir.RunDirError(f"--resume: {run_dir} holds no run to resume")
-    rundir.prepare_run_dir(run_dir, resume)
     seeds = load_seeds(config.seeds, config.seed_problem_field, config.seed_answer_field)
     teacher_template = PromptTemplate.load(config.teacher_template)
     student_template = PromptTemplate.load(config.student_template)
+    if config.model != EMBEDDED:
+        resolve_model(config.model)
+    rundir.prepare_run_dir(run_dir, resume)
     checkpoints = rundir.checkpoint_dirs(run_dir) if resume else []
     checkpoint = checkpoints[-1] if checkpoints else None
     if resume and (run_dir / rundir.CONFIG).exists():

@@ -29,3 +29,12 @@ def tiny_config(tmp_path):
         return SelfPlayConfig(**{**TINY, "output_dir": str(tmp_path / "run"), **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory):
+    """A real two-step run shared by the export and report tests (read-only for them)."""
+    from selfplay.loop import run
+
+    out = tmp_path_factory.mktemp("short") / "run"
+    return run(SelfPlayConfig(**{**TINY, "output_dir": str(out), "max_steps": 2, "seed": 11}), progress=False)
