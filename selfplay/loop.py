@@ -98,6 +98,7 @@ class SelfPlay:
     teacher_template: PromptTemplate
     student_template: PromptTemplate
     rng: np.random.Generator
+    heldout: list = field(default_factory=list)  # benchmark items for in-run evaluation (eval_every > 0)
     step: int = 0
     empty_steps: int = 0
 
@@ -290,6 +291,10 @@ class SelfPlay:
             self.grow_pool(valid)
         with timer("log"):
             metrics = self.step_metrics(candidates, rows, counts, update_stats)
+        if self.heldout and self.step % config.eval_every == 0:
+            with timer("eval"):
+                metrics.update(self.evaluate_heldout())
+        with timer("log"):
             rundir.append_jsonl(self.run_dir / rundir.CURRICULUM, [self.curriculum_record(c) for c in candidates])
         total = time.perf_counter() - step_start
         metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
@@ -312,6 +317,17 @@ class SelfPlay:
                 f"{self.empty_steps} consecutive steps produced no valid teacher problem; the teacher is not "
                 f"following the format in {self.config.teacher_template}. Check the prompt or lower min_problem_chars."
             )
+
+    def evaluate_heldout(self) -> dict:
+        """Accuracy on a fixed held-out subset, so a user watches it move while the curriculum grows."""
+        from selfplay.eval.evaluate import benchmark_summary, evaluate_items
+
+        config, n = self.config, self.config.eval_samples
+        results = evaluate_items(config.eval_benchmark, self.heldout, self.backend, self.tokenizer,
+                                 self.student_template, self.verifier, n, config.eval_max_new_tokens)
+        summary = benchmark_summary(results)
+        prefix = f"eval/{config.eval_benchmark}"
+        return {f"{prefix}/mean@{n}": summary[f"mean@{n}"], f"{prefix}/pass@{n}": summary[f"pass@{n}"]}
 
     def step_metrics(self, candidates: list[Candidate], rows: list[TrainRow], counts: dict, update: dict) -> dict:
         config = self.config
@@ -422,6 +438,12 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
     student_template = PromptTemplate.load(config.student_template)
     if config.model != EMBEDDED:
         resolve_model(config.model)
+    heldout = []
+    if config.eval_every:
+        from selfplay.eval.benchmarks import load_benchmark
+        from selfplay.eval.evaluate import default_benchmarks_dir
+
+        heldout = load_benchmark(config.eval_benchmark, default_benchmarks_dir(config.benchmarks_dir), limit=config.eval_limit)
     rundir.prepare_run_dir(run_dir, resume)
     checkpoints = rundir.checkpoint_dirs(run_dir) if resume else []
     checkpoint = checkpoints[-1] if checkpoints else None
@@ -461,6 +483,7 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         teacher_template=teacher_template,
         student_template=student_template,
         rng=np.random.default_rng(config.seed),
+        heldout=heldout,
     )
     if checkpoint is not None:
         import json

@@ -1,0 +1,46 @@
+"""The evaluator on the real embedded model (tiny sizes): fields and files, never model skill."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfplay.cli import main
+from selfplay.curriculum.rundir import read_jsonl
+from selfplay.eval.evaluate import default_benchmarks_dir
+from selfplay.loop import run
+
+pytestmark = pytest.mark.skipif(not default_benchmarks_dir("../shared/benchmarks").exists(),
+                                reason="shared/benchmarks is not beside this checkout")
+
+
+def test_eval_embedded_on_mawps_and_compare_with_a_run_checkpoint(short_run, tmp_path):
+    out = tmp_path / "results"
+    code = main(["eval", "--model", "embedded", "--compare", str(short_run), "--bench", "mawps_singleop,mawps_addsub",
+                 "--n", "2", "--limit", "3", "--max-new-tokens", "40", "--out", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 3  # models x benchmarks x problems
+    for row in rows:
+        assert {"model", "benchmark", "id", "prompt", "gold", "samples", "answers", "correct", "majority_correct"} <= set(row)
+        assert len(row["samples"]) == len(row["answers"]) == len(row["correct"]) == 2
+        assert all(isinstance(c, bool) for c in row["correct"])
+    results = json.loads((out / "results.json").read_text())
+    summary = results["base"]["benchmarks"]["mawps_singleop"]
+    assert summary["problems"] == 3 and summary["n"] == 2
+    assert {"mean@2", "mean@2_ci95", "pass@1", "pass@2", "maj@2"} <= set(summary)
+    assert summary["pass@1"] == pytest.approx(summary["mean@2"])
+    assert 0.0 <= summary["mean@2"] <= summary["pass@2"] <= 1.0
+    diff = results["benchmarks"]["mawps_addsub"]
+    assert {"mean@2_difference", "difference_ci95", "expansion_rate"} <= set(diff)
+    table = (out / "results.md").read_text()
+    assert "| mawps_singleop | embedded | 3 |" in table and "expansion rate" in table
+
+
+def test_in_run_evaluation_is_logged_each_eval_step(tiny_config):
+    config = tiny_config(max_steps=1, eval_every=1, eval_benchmark="mawps_singleop", eval_limit=2, eval_samples=2,
+                         eval_max_new_tokens=24)
+    run_dir = run(config, progress=False)
+    metrics = list(read_jsonl(Path(run_dir) / "metrics.jsonl"))
+    assert 0.0 <= metrics[0]["eval/mawps_singleop/mean@2"] <= metrics[0]["eval/mawps_singleop/pass@2"] <= 1.0
+    assert metrics[0]["time/eval"] > 0
