@@ -50,7 +50,6 @@ class Candidate:
     """One teacher completion and everything the step learns about it."""
 
     group: int  # index of the teacher prompt it came from
-    shown: list[str]
     sample: Sample
     parsed: TeacherProblem
     solutions: list[StudentSolution] = field(default_factory=list)
@@ -103,8 +102,9 @@ class SelfPlay:
     empty_steps: int = 0
 
     # ---------------------------------------------------------------- phases
-    def teacher_prompts(self) -> tuple[list[list[int]], list[list[str]]]:
-        prompts, shown = [], []
+    def teacher_prompts(self) -> tuple[list[list[int]], list[str]]:
+        """Token ids of each teacher prompt, and the text of its request (to recognise echoes of it)."""
+        prompts, requests = [], []
         for _ in range(self.config.teacher_prompts):
             problems = [e["problem"] for e in self.pool.sample(self.rng, self.config.teacher_examples)]
             messages = self.teacher_template.messages(
@@ -113,19 +113,18 @@ class SelfPlay:
                 need_program=self.config.reference_answer == "program",
             )
             prompts.append(render_chat(self.tokenizer, messages))
-            shown.append(problems)
-        return prompts, shown
+            requests.append(messages[-1]["content"])
+        return prompts, requests
 
-    def parse(self, groups: list[list[Sample]], shown: list[list[str]]) -> list[Candidate]:
+    def parse(self, groups: list[list[Sample]], requests: list[str]) -> list[Candidate]:
         config = self.config
         return [
             Candidate(
                 group=g,
-                shown=shown[g],
                 sample=sample,
                 parsed=parse_teacher(
                     sample.text,
-                    shown[g],
+                    requests[g],
                     config.min_problem_chars,
                     config.max_concepts,
                     need_answer=config.reference_answer != "majority",
@@ -259,11 +258,11 @@ class SelfPlay:
         if not len(self.pool):
             return self.skip_step("the pool is empty")
         with timer("teacher_prompts"):
-            prompts, shown = self.teacher_prompts()
+            prompts, requests = self.teacher_prompts()
         with timer("teacher_generate"):
             teacher_groups = self.backend.generate(prompts, config.teacher_samples, config.teacher_max_new_tokens)
         with timer("parse"):
-            candidates = self.parse(teacher_groups, shown)
+            candidates = self.parse(teacher_groups, requests)
             if config.reference_answer == "program":
                 self.run_programs([c for c in candidates if c.valid])
             valid = [c for c in candidates if c.valid]

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfplay.roles import parse_teacher, read_solution
+from selfplay.roles import PromptTemplate, parse_teacher, read_solution
 from selfplay.roles.teacher import TeacherProblem
 from selfplay.verify import extract_final_answer
 
@@ -12,8 +12,12 @@ TAGS = ["<problem>", "</problem>", "<answer>", "</answer>", "<concepts>", "</con
 tagged_text = st.lists(st.one_of(st.sampled_from(TAGS), st.text(max_size=30)), max_size=40).map("".join)
 
 
+PROMPT = PromptTemplate.load("prompts/teacher.yaml").messages(problems=["What is 1 + 1?"], need_answer=True,
+                                                              need_program=False)[-1]["content"]
+
+
 def parse(text, need_answer=False, need_program=False):
-    return parse_teacher(text, ["What is 1 + 1?"], 10, 3, need_answer, need_program)
+    return parse_teacher(text, PROMPT, 10, 3, need_answer, need_program)
 
 
 def test_valid_completion():
@@ -26,7 +30,7 @@ def test_valid_completion():
 def test_invalid_reasons():
     assert parse("").reason == "no <problem> block"
     assert parse("<problem>short</problem>").reason == "problem too short"
-    assert parse("<problem>What is 1 +  1?</problem>").reason == "copies a shown problem"
+    assert parse("<problem>What is 1 +  1?</problem>").reason.startswith("repeats its prompt")
     assert parse("<problem>outer <problem>inner text here</problem></problem>").reason == "tags inside <problem>"
     assert parse("<problem>How many legs do 3 cats have?</problem>", need_answer=True).reason == "no <answer> block"
     assert parse("<problem>" + "x" * 3000 + "</problem>").reason == "problem too long"
@@ -39,10 +43,12 @@ def test_repeated_blocks_take_the_first_and_concepts_are_capped():
     assert p.problem == "First problem text here?" and p.concepts == ["a", "b", "c"]
 
 
-def test_echo_of_the_prompt_format_is_invalid():
+def test_echo_of_the_prompt_format_is_invalid_and_placeholders_are_not_fields():
     echo = "<problem>the new problem</problem>\n<answer>its final answer</answer>"
-    assert parse(echo).valid  # a literal echo parses ...
-    assert parse(echo, need_answer=True).answer == "its final answer"  # ... and its rewards stay low (no solve rate)
+    assert parse(echo).reason.startswith("repeats its prompt")
+    p = parse("<problem>How many legs do 3 cats have?</problem><answer>its final answer</answer>"
+              "<concepts>one to three concepts, comma-separated</concepts>")
+    assert p.valid and p.answer is None and p.concepts == []
 
 
 @settings(max_examples=300, deadline=None)

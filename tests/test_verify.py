@@ -39,6 +39,8 @@ def test_extraction():
     assert extract_final_answer("\\boxed{1} then \\boxed{2}") == "2"
     assert extract_final_answer("The final answer is 42.") == "42"
     assert extract_final_answer("no answer here") is None
+    assert extract_final_answer("The final answer is 1/2. Then we eat cake, and more cake.") == "1/2"
+    assert extract_final_answer("the final answer is either Sara can take all or she cannot") is None
     assert extract_final_answer("\\boxed{unclosed") is None
     assert last_boxed("\\boxed{a{b}c}") == "a{b}c"
 

@@ -157,6 +157,16 @@ def _batches(rows: Iterable[dict]) -> Iterator[list[dict]]:
         yield batch
 
 
+def _write_parquet(rows: Iterable[dict], path: Path, shape: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _schema(shape)
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in _batches(rows):
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+
+
 def export(
     run_dir: str | Path, out: str | Path, fmt: str = "jsonl", shape: str = "rl",
     filters: ExportFilters | None = None, embedder=None,
@@ -188,21 +198,19 @@ def export(
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         staging.replace(out)
     elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        schema = _schema(shape)
         staging = out.with_name(f".{out.name}.tmp")
-        with pq.ParquetWriter(staging, schema) as writer:
-            for batch in _batches(rows()):
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        _write_parquet(rows(), staging, shape)
         staging.replace(out)
     else:
         import datasets
 
-        features = datasets.Features.from_arrow_schema(_schema(shape))
-        with tempfile.TemporaryDirectory() as cache:
-            dataset = datasets.Dataset.from_generator(rows, features=features, cache_dir=cache)
+        # Through a temporary Parquet file: streams like the other formats, and datasets never has to hash a
+        # Python generator (slow, and impossible with an embedder inside it).
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_parquet(rows(), Path(tmp) / "rows.parquet", shape)
+            features = datasets.Features.from_arrow_schema(_schema(shape))
+            dataset = datasets.Dataset.from_parquet(str(Path(tmp) / "rows.parquet"), features=features,
+                                                    cache_dir=str(Path(tmp) / "cache"))
             dataset.save_to_disk(str(out))
         atomic_write(out / "README.md", dataset_card(run_dir, shape, filters, summary))
     return summary

@@ -22,7 +22,10 @@ def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
 def _figure(path: Path, draw) -> str:
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     draw(ax)
     ax.grid(alpha=0.3)
     fig.tight_layout()

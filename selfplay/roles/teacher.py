@@ -47,9 +47,15 @@ def _block(text: str, tag: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def prompt_blocks(prompt_text: str) -> set[str]:
+    """Normalised contents of every tagged block in the teacher's request: the problems it was shown and the
+    format placeholders ("the new problem", "its final answer"). A completion repeating one is an echo."""
+    return {normalize_text(m.group(2)) for m in re.finditer(r"<\s*(\w+)\s*>(.*?)<\s*/\s*\1\s*>", prompt_text, re.DOTALL)}
+
+
 def parse_teacher(
     completion: str,
-    shown_problems: list[str],
+    prompt_text: str,
     min_problem_chars: int,
     max_concepts: int,
     need_answer: bool,
@@ -58,10 +64,13 @@ def parse_teacher(
     text = completion[:MAX_SCAN_CHARS].replace("\x00", "")
     problem, answer = _block(text, "problem"), _block(text, "answer")
     concepts_text, program = _block(text, "concepts"), _block(text, "program")
+    echoes = prompt_blocks(prompt_text)
     concepts = []
-    if concepts_text and "\n" not in concepts_text and not _TAG.search(concepts_text):
+    if concepts_text and "\n" not in concepts_text and not _TAG.search(concepts_text) and normalize_text(concepts_text) not in echoes:
         concepts = [c.strip().lower() for c in concepts_text.split(",") if c.strip()][:max_concepts]
-    if answer is not None and (len(answer) > MAX_ANSWER_CHARS or _TAG.search(answer) or not normalize(answer)):
+    if answer is not None and (
+        len(answer) > MAX_ANSWER_CHARS or _TAG.search(answer) or not normalize(answer) or normalize_text(answer) in echoes
+    ):
         answer = None
     result = TeacherProblem(problem=problem, answer=answer or None, concepts=concepts, program=program)
 
@@ -77,8 +86,8 @@ def parse_teacher(
         return invalid("problem too short")
     if len(problem) > MAX_PROBLEM_CHARS:
         return invalid("problem too long")
-    if normalize_text(problem) in {normalize_text(p) for p in shown_problems}:
-        return invalid("copies a shown problem")
+    if normalize_text(problem) in echoes:
+        return invalid("repeats its prompt (a shown problem or the format's placeholder)")
     if need_answer and result.answer is None:
         return invalid("no <answer> block")
     if need_program and (program is None or len(program) > MAX_PROGRAM_CHARS):

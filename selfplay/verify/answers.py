@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 # Longest answer we hand to sympy at all: a real final answer is short; a long one is garbage or an attack.
 MAX_ANSWER_CHARS = 1000
+MAX_FALLBACK_CHARS = 30
 
 # math-verify warns on every call that its own timeouts are off; our process guard enforces time instead.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -55,15 +56,17 @@ def normalize(answer: str) -> str:
 def extract_final_answer(text: str) -> str | None:
     """The final answer a completion commits to: the last `\\boxed{}`, else 'final answer is X', else None."""
     boxed = last_boxed(text)
-    if boxed is None:
-        match = None
-        for match in _FINAL_ANSWER.finditer(text):
-            pass
-        boxed = match.group(1) if match else None
-    if boxed is None:
+    if boxed is not None:
+        answer = normalize(boxed)
+        return answer if 0 < len(answer) <= MAX_ANSWER_CHARS else None
+    match = None
+    for match in _FINAL_ANSWER.finditer(text):
+        pass
+    if match is None:
         return None
-    answer = normalize(boxed)
-    return answer if 0 < len(answer) <= MAX_ANSWER_CHARS else None
+    # Unanchored text is trusted less than a \boxed{}: up to the sentence's end, and only if it looks like math.
+    answer = normalize(re.split(r"\.(?:\s|$)|,\s", match.group(1))[0])
+    return answer if 0 < len(answer) <= MAX_FALLBACK_CHARS and re.search(r"[\d\\]", answer) else None
 
 
 def _parse(answer: str):

@@ -1,0 +1,57 @@
+"""The optimizer step on the real embedded model: full fine-tuning, LoRA, KL to the reference, several updates."""
+
+import pytest
+import torch
+
+from selfplay.config import SelfPlayConfig
+from selfplay.policy import load_policy
+from selfplay.train.updater import TrainRow, Updater, add_lora
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy("embedded")
+
+
+def rows(tokenizer):
+    prompt = tokenizer("What is 2 + 3?", add_special_tokens=False)["input_ids"]
+    good = tokenizer(" 5", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    bad = tokenizer(" seven hundred", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [TrainRow(prompt, good, 1.0, "student"), TrainRow(prompt, bad, -1.0, "student"),
+            TrainRow(prompt, good, 0.5, "teacher")]
+
+
+def sequence_logprob(model, row):
+    ids = torch.tensor([row.prompt_ids + row.completion_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
+    return logprobs[len(row.prompt_ids) - 1 :].sum().item()
+
+
+def test_full_fine_tuning_moves_probability_towards_positive_advantage(policy):
+    import copy
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    batch = rows(tokenizer)
+    before = [sequence_logprob(model, r) for r in batch[:2]]
+    config = SelfPlayConfig(learning_rate=1e-4, max_grad_norm=1.0, train_micro_batch_size=2)
+    stats = Updater(model, config, tokenizer.pad_token_id).step(batch)
+    after = [sequence_logprob(model, r) for r in batch[:2]]
+    assert after[0] > before[0] and after[1] < before[1]
+    assert stats["grad_norm"] > 0 and stats["clip_fraction"] == 0.0  # one update: ratio is 1
+
+
+def test_lora_trains_only_the_adapter_and_supports_kl_and_clipping(policy):
+    import copy
+
+    base = copy.deepcopy(policy[0])
+    tokenizer = policy[1]
+    config = SelfPlayConfig(lora=True, learning_rate=5e-3, kl_beta=0.1, updates_per_step=3, max_grad_norm=10.0)
+    model = add_lora(base, config)
+    frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    adapter = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
+    stats = Updater(model, config, tokenizer.pad_token_id).step(rows(tokenizer))
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, dict(model.named_parameters())[k]) for k, v in adapter.items())
+    # Later passes see a moved policy: the ratio leaves 1 and the KL to the adapter-free base is positive.
+    assert stats["kl"] > 0 and stats["clip_fraction"] >= 0.0
