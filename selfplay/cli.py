@@ -15,6 +15,9 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
     from selfplay.loop import run
 
     config = parse_config(args.config, rest)
+    saved = Path(config.output_dir) / "config.yaml"
+    if args.resume and args.config is None and saved.is_file():
+        config = parse_config(str(saved), rest)  # resume with the run's own settings; flags still override
     run_dir = run(config, resume=args.resume)
     print(f"run directory: {run_dir}")
     return 0
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--student-samples 8, ... (see `selfplay run --config FILE --help-config`).",
     )
     run.add_argument("--config", help="YAML config file; flags override its keys")
-    run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --output-dir from its last checkpoint (with its saved config.yaml unless --config is given)")
     run.set_defaults(handler=_run, passthrough=True)
 
     export = commands.add_parser("export", help="export a run's curriculum as a dataset")

@@ -288,12 +288,12 @@ class SelfPlay:
             log.warning("step %d: every group has zero reward variance; no update", self.step)
         with timer("pool"):
             self.grow_pool(valid)
-        with timer("log"):
-            metrics = self.step_metrics(candidates, rows, counts, update_stats)
+        heldout = {}
         if self.heldout and self.step % config.eval_every == 0:
             with timer("eval"):
-                metrics.update(self.evaluate_heldout())
+                heldout = self.evaluate_heldout()
         with timer("log"):
+            metrics = self.step_metrics(candidates, rows, counts, update_stats) | heldout
             rundir.append_jsonl(self.run_dir / rundir.CURRICULUM, [self.curriculum_record(c) for c in candidates])
         total = time.perf_counter() - step_start
         metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
