@@ -14,6 +14,18 @@ def test_append_and_read_skip_a_torn_trailing_line(tmp_path):
     assert [r["step"] for r in rundir.read_jsonl(path)] == [1, 2]
 
 
+def test_a_line_cut_just_before_its_newline_is_not_trusted(tmp_path):
+    # Valid JSON but no newline: the next append would fuse with it, so readers and resume treat it as torn.
+    path = tmp_path / "m.jsonl"
+    rundir.append_jsonl(path, [{"step": 1}])
+    with open(path, "a") as handle:
+        handle.write('{"step": 2}')
+    assert [r["step"] for r in rundir.read_jsonl(path)] == [1]
+    rundir.truncate_jsonl(path, lambda r: True)
+    rundir.append_jsonl(path, [{"step": 2}])
+    assert [r["step"] for r in rundir.read_jsonl(path)] == [1, 2]
+
+
 def test_truncate_keeps_only_accepted_complete_records(tmp_path):
     path = tmp_path / "m.jsonl"
     rundir.append_jsonl(path, [{"step": s} for s in range(1, 6)])
