@@ -58,7 +58,10 @@ def embedded_policy_dir() -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+    if target.exists():  # another process finished the same conversion first
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, target)
     return target
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from trl.trainer.utils import selective_log_softmax
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
     """Log-probability of each next token under the sampling distribution (logits / T); shape [B, L-1]."""
-    from trl.trainer.utils import selective_log_softmax
-
     return selective_log_softmax(logits[:, :-1, :] / temperature, input_ids[:, 1:])
 
 
