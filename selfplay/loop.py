@@ -27,7 +27,7 @@ from selfplay.config import SelfPlayConfig, config_from_dict
 from selfplay.curriculum import rundir
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
-from selfplay.novelty import Embedder, novelty_scores
+from selfplay.novelty import Embedder, not_near_duplicates, novelty_scores
 from selfplay.policy import EMBEDDED, Sample, TransformersBackend, load_policy, render_chat, resolve_model
 from selfplay.roles import PromptTemplate, StudentSolution, TeacherProblem, parse_teacher, read_solution
 from selfplay.train.advantages import group_advantages, group_stats, top_groups
@@ -236,13 +236,9 @@ class SelfPlay:
         if not eligible:
             return
         vectors = np.stack([c.embedding for c in eligible])
-        archive_max = self.pool.max_similarity(vectors)
-        admitted: list[int] = []
-        for i, c in enumerate(eligible):
-            peer_max = max((float(vectors[i] @ vectors[j]) for j in admitted), default=-1.0)
-            if max(archive_max[i], peer_max) < config.dedup_threshold:
-                admitted.append(i)
-                c.admitted = True
+        admitted = not_near_duplicates(vectors, self.pool.archive, config.dedup_threshold)
+        for i in admitted:
+            eligible[i].admitted = True
         entries = [
             {"problem": eligible[i].parsed.problem, "answer": eligible[i].reference, "concepts": eligible[i].parsed.concepts,
              "step": self.step, "seed": False}

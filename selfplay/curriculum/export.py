@@ -80,22 +80,16 @@ def passes(record: dict, f: ExportFilters) -> bool:
 
 def dedup(records: Iterable[dict], threshold: float, embedder, batch: int = 256) -> Iterator[dict]:
     """Drop records whose problem has cosine >= threshold with an earlier kept one."""
-    from selfplay.novelty.archive import Archive
+    from selfplay.novelty import Archive, not_near_duplicates
 
     archive = Archive(embedder.dim)
     chunk: list[dict] = []
 
     def flush() -> Iterator[dict]:
         vectors = embedder.encode([r["problem"] for r in chunk])
-        sims, ids = archive.search(vectors, 1)
-        kept: list[int] = []
-        for i, record in enumerate(chunk):
-            archive_max = sims[i, 0] if sims.shape[1] and ids[i, 0] >= 0 else -1.0
-            peer_max = max((float(vectors[i] @ vectors[j]) for j in kept), default=-1.0)
-            if max(archive_max, peer_max) < threshold:
-                kept.append(i)
-                yield record
+        kept = not_near_duplicates(vectors, archive, threshold)
         archive.add(vectors[kept])
+        yield from (chunk[i] for i in kept)
         chunk.clear()
 
     for record in records:

@@ -51,10 +51,6 @@ class Pool:
         picks = rng.choice(len(self.entries), size=min(k, len(self.entries)), replace=False)
         return [self.entries[i] for i in picks]
 
-    def max_similarity(self, vectors: np.ndarray) -> np.ndarray:
-        sims, ids = self.archive.search(vectors, 1)
-        return np.where(ids[:, 0] >= 0, sims[:, 0], -1.0) if sims.shape[1] else np.full(len(vectors), -1.0)
-
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "pool.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.entries))

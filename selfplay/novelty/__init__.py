@@ -22,8 +22,21 @@ def neighbour_similarities(candidates: np.ndarray, archive: Archive, top_k: int)
     return result
 
 
+def not_near_duplicates(vectors: np.ndarray, archive: Archive, threshold: float) -> list[int]:
+    """Indices of the vectors to keep: cosine below `threshold` to everything in the archive and to every
+    earlier kept vector of the same batch."""
+    sims, ids = archive.search(vectors, 1)
+    kept: list[int] = []
+    for i in range(len(vectors)):
+        archive_max = float(sims[i, 0]) if sims.shape[1] and ids[i, 0] >= 0 else -1.0
+        peer_max = max((float(vectors[i] @ vectors[j]) for j in kept), default=-1.0)
+        if max(archive_max, peer_max) < threshold:
+            kept.append(i)
+    return kept
+
+
 def novelty_scores(candidates: np.ndarray, archive: Archive, top_k: int) -> list[float]:
     return [novelty(sims, top_k) for sims in neighbour_similarities(candidates, archive, top_k)]
 
 
-__all__ = ["Archive", "Embedder", "neighbour_similarities", "novelty_scores"]
+__all__ = ["Archive", "Embedder", "neighbour_similarities", "not_near_duplicates", "novelty_scores"]

@@ -67,11 +67,10 @@ def embedded_policy_dir() -> Path:
 
 def checkpoint_weights(path: Path) -> tuple[Path, dict] | None:
     """For a run directory or checkpoint folder: (folder holding `model/` or `adapter/`, its state.json)."""
+    from selfplay.curriculum.rundir import checkpoint_dirs
+
     if (path / "checkpoints").is_dir():
-        steps = sorted(
-            (p for p in (path / "checkpoints").glob("step-*") if (p / "state.json").is_file()),
-            key=lambda p: int(p.name.split("-")[1]),
-        )
+        steps = checkpoint_dirs(path)
         if not steps:
             raise ModelNotFoundError(f"{path}: run directory has no complete checkpoint")
         path = steps[-1]

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from selfplay.curriculum.pool import Pool, PoolError
+from selfplay.novelty import Archive, neighbour_similarities, not_near_duplicates, novelty_scores
+
+
+def unit(n, dim=16, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def entries(n, seed=False, start=0):
+    return [{"problem": f"p{start + i}", "seed": seed} for i in range(n)]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_index_kinds_find_the_exact_nearest_neighbour(index_type):
+    vectors = unit(2000)
+    archive = Archive(16, index_type, nlist=8)  # ivf switches on after 39 * 8 vectors
+    archive.add(vectors)
+    sims, ids = archive.search(vectors[:50], 1)
+    assert (ids[:, 0] == np.arange(50)).mean() >= 0.95 and np.allclose(sims[:, 0][ids[:, 0] == np.arange(50)], 1.0, atol=1e-5)
+    if index_type == "ivf":
+        assert type(archive.index).__name__ == "IndexIVFFlat"
+
+
+def test_novelty_uses_archive_and_same_step_peers_but_not_self():
+    archive = Archive(2)
+    archive.add(np.array([[1.0, 0.0]], np.float32))
+    candidates = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    assert neighbour_similarities(candidates, archive, 5) == [[1.0, 0.0], [0.0, 0.0]]
+    assert novelty_scores(candidates, archive, 5) == [pytest.approx(0.25), pytest.approx(0.5)]
+
+
+def test_near_duplicates_of_archive_and_of_earlier_peers_are_rejected():
+    archive = Archive(2)
+    archive.add(np.array([[1.0, 0.0]], np.float32))
+    batch = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
+    assert not_near_duplicates(batch, archive, 0.95) == [1, 3]
+
+
+def test_fifo_eviction_keeps_seeds_and_index_in_step():
+    pool = Pool(16, max_size=10)
+    pool.add(entries(2, seed=True), unit(2, seed=1))
+    for step in range(5):
+        pool.add(entries(3, start=10 * step), unit(3, seed=step + 2))
+    assert len(pool) <= 10 and len(pool.archive) == len(pool.embeddings) == len(pool)
+    assert [e["problem"] for e in pool.entries[:2]] == ["p0", "p1"] and all(e["seed"] for e in pool.entries[:2])
+    assert pool.entries[-1]["problem"] == "p42"  # newest kept, oldest non-seeds gone
+    sims, ids = pool.archive.search(pool.embeddings, 1)
+    assert (ids[:, 0] == np.arange(len(pool))).all()
+
+
+def test_save_load_and_disagreement_is_an_error(tmp_path):
+    pool = Pool(16)
+    pool.add(entries(4), unit(4))
+    pool.save(tmp_path / "pool")
+    loaded = Pool(16)
+    loaded.load(tmp_path / "pool")
+    assert loaded.entries == pool.entries and np.array_equal(loaded.embeddings, pool.embeddings)
+    (tmp_path / "pool" / "pool.jsonl").write_text('{"problem": "only one"}\n')
+    with pytest.raises(PoolError, match="disagree in size"):
+        Pool(16).load(tmp_path / "pool")
+    with pytest.raises(PoolError, match="the pool is empty"):
+        Pool(16).sample(np.random.default_rng(0), 1)
