@@ -37,10 +37,19 @@ def default_benchmarks_dir(given: str) -> Path:
 
 def evaluate_items(
     benchmark: str, items: list[Item], backend, tokenizer, template: PromptTemplate, verifier: Verifier,
-    n: int, max_new_tokens: int,
+    n: int, max_new_tokens: int, progress: bool = False,
 ) -> list[ProblemResult]:
+    from tqdm import tqdm
+
     prompts = [template.messages(problem=item.question) for item in items]
-    groups = backend.generate([render_chat(tokenizer, p) for p in prompts], n, max_new_tokens)
+    token_ids = [render_chat(tokenizer, p) for p in prompts]
+    # Problems in chunks that fill one generation batch, so the progress bar moves as batches finish.
+    chunk = max(1, backend.batch_size // n)
+    groups = []
+    with tqdm(total=len(items), desc=benchmark, unit="problem", disable=not progress) as bar:
+        for start in range(0, len(items), chunk):
+            groups += backend.generate(token_ids[start : start + chunk], n, max_new_tokens)
+            bar.update(len(token_ids[start : start + chunk]))
     answers = [[extract_final_answer(s.text) for s in group] for group in groups]
     pairs = [(item.answer, a) for item, row in zip(items, answers) for a in row if a is not None]
     verdicts = iter(verifier.equal_many(pairs))
@@ -87,7 +96,7 @@ def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) 
         items = load_benchmark(name, default_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
                                settings.answer_field, settings.limit)
         results[slug(name)] = evaluate_items(
-            slug(name), items, backend, tokenizer, template, verifier, settings.n, settings.max_new_tokens
+            slug(name), items, backend, tokenizer, template, verifier, settings.n, settings.max_new_tokens, progress=True
         )
     return results
 
