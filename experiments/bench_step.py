@@ -17,7 +17,8 @@ import time
 import torch
 
 from selfplay.config import parse_config
-from selfplay.loop import GENERATION_PHASES, TRAINING_PHASES, build
+from selfplay.loop import GENERATION_PHASES, TRAINING_PHASES
+from selfplay.runner import build, save_checkpoint
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         for _ in range(args.steps):
             metrics = selfplay.run_step()
             start = time.perf_counter()
-            selfplay.save_checkpoint()
+            save_checkpoint(selfplay)
             metrics["time/checkpoint"] = time.perf_counter() - start
             metrics["time/step"] += metrics["time/checkpoint"]
             for key, value in metrics.items():

@@ -16,10 +16,18 @@ from typing import Literal
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from selfplay.errors import SelfPlayError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKOUT_ROOT = PACKAGE_DIR.parent  # the repository, when running from a checkout (editable install)
+# The folders of shipped files. The checkout's top-level prompts/ and seeds/ are the source of truth; a wheel
+# carries copies inside the package (pyproject.toml maps them to selfplay/prompts and selfplay/seeds).
+SHIPPED_FOLDERS = ("prompts", "seeds")
+TEACHER_TEMPLATE, STUDENT_TEMPLATE = "prompts/teacher.yaml", "prompts/student.yaml"
+BENCHMARKS_DIR = "../shared/benchmarks"
 
 
-class ConfigError(ValueError):
+class ConfigError(SelfPlayError, ValueError):
     """A config value that cannot be used; the message names the source and the key."""
 
 
@@ -59,14 +67,14 @@ class SelfPlayConfig:
     teacher_samples: int = field(default=8, metadata={"help": "Completions per teacher prompt (its group)."})
     teacher_examples: int = field(default=1, metadata={"help": "Pool problems shown in each teacher prompt."})
     teacher_max_new_tokens: int = field(default=2048, metadata={"help": "Token limit of a teacher completion."})
-    teacher_template: str = field(default="prompts/teacher.yaml", metadata={"help": "Teacher prompt file."})
+    teacher_template: str = field(default=TEACHER_TEMPLATE, metadata={"help": "Teacher prompt file."})
     min_problem_chars: int = field(default=10, metadata={"help": "Shorter problems are invalid."})
     max_concepts: int = field(default=3, metadata={"help": "Most concepts a valid problem may list."})
 
     # --- student ---
     student_samples: int = field(default=8, metadata={"help": "Solutions per valid problem (>= 2)."})
     student_max_new_tokens: int = field(default=2048, metadata={"help": "Token limit of a solution."})
-    student_template: str = field(default="prompts/student.yaml", metadata={"help": "Student prompt file."})
+    student_template: str = field(default=STUDENT_TEMPLATE, metadata={"help": "Student prompt file."})
     reference_answer: Literal["majority", "teacher", "program"] = field(
         default="majority",
         metadata={"help": "Reference for correctness: majority answer, teacher's answer, or its program's output."},
@@ -129,7 +137,7 @@ class SelfPlayConfig:
     eval_limit: int = field(default=32, metadata={"help": "Problems in the in-run evaluation subset."})
     eval_samples: int = field(default=2, metadata={"help": "Samples per problem in the in-run evaluation."})
     eval_max_new_tokens: int = field(default=256, metadata={"help": "Token limit in the in-run evaluation."})
-    benchmarks_dir: str = field(default="../shared/benchmarks", metadata={"help": "Folder of benchmark JSONL."})
+    benchmarks_dir: str = field(default=BENCHMARKS_DIR, metadata={"help": "Folder of benchmark JSONL."})
 
     def __post_init__(self) -> None:
         _check_types(self, source="config")
@@ -227,11 +235,18 @@ def read_yaml_config(path: str | Path) -> dict:
     return values
 
 
-def parse_config(config_file: str | None, cli_args: list[str]) -> SelfPlayConfig:
-    """YAML values (if any) become defaults; command-line flags override them."""
+def settings_parser(*settings: type, **kwargs):
+    """An argument parser whose flags are the fields of the `settings` dataclasses, each with its help and
+    default (`--help` lists them all), so every default lives once, in its dataclass."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(SelfPlayConfig, allow_abbrev=False)
+    return HfArgumentParser(settings, allow_abbrev=False, **kwargs)
+
+
+def parse_config(config_file: str | None, cli_args: list[str], parser=None) -> SelfPlayConfig:
+    """YAML values (if any) become defaults; command-line flags override them. `parser` (from
+    `settings_parser(SelfPlayConfig, ...)`) may declare further flags, which are ignored here."""
+    parser = parser or settings_parser(SelfPlayConfig)
     if config_file:
         parser.set_defaults(**read_yaml_config(config_file))
     namespace, remaining = parser.parse_known_args(cli_args)
@@ -239,7 +254,7 @@ def parse_config(config_file: str | None, cli_args: list[str]) -> SelfPlayConfig
         flag = next((a for a in remaining if a.startswith("--")), remaining[0])
         raise ConfigError(unknown_key_message(flag.lstrip("-").split("=")[0].replace("-", "_"), "command line"))
     try:
-        return SelfPlayConfig(**vars(namespace))
+        return SelfPlayConfig(**{key: value for key, value in vars(namespace).items() if key in FIELD_TYPES})
     except ConfigError as error:
         raise ConfigError(f"{error}" if config_file is None else f"{config_file} + command line: {error}") from None
 
@@ -254,9 +269,12 @@ def config_from_dict(values: dict, source: str) -> SelfPlayConfig:
 
 
 def resolve_path(path: str) -> Path:
-    """A path as given if it exists, else relative to the repository (so shipped prompts/seeds work anywhere)."""
+    """A path as given if it exists; else, for `prompts/...` and `seeds/...`, the file shipped with selfplay
+    (inside the installed package, or in the checkout), so the defaults work from any directory."""
     candidate = Path(path).expanduser()
-    if candidate.exists() or candidate.is_absolute():
+    if candidate.exists() or candidate.is_absolute() or candidate.parts[:1] not in [(f,) for f in SHIPPED_FOLDERS]:
         return candidate
-    shipped = REPO_ROOT / path
-    return shipped if shipped.exists() else candidate
+    for root in (PACKAGE_DIR, CHECKOUT_ROOT):
+        if (root / candidate).exists():
+            return root / candidate
+    return candidate

@@ -66,40 +66,42 @@ class TeacherWeights:
     length: float
 
 
-def teacher_reward(
-    valid: bool, solvability_score: float, novelty_score: float, format_score: float, length_score: float,
-    weights: TeacherWeights,
-) -> float:
-    """An invalid problem earns only its (partial) format credit."""
-    if not valid:
-        return weights.format * format_score
-    return (
-        weights.solvability * solvability_score
-        + weights.novelty * novelty_score
-        + weights.format * format_score
-        + weights.length * length_score
-    )
+@dataclass(frozen=True)
+class TeacherTerms:
+    """The teacher's reward, term by term (logged per term, so a user chasing reward hacking sees which moved).
+
+    Only `format` exists for an invalid problem: it was never solved or embedded, so its other terms are None
+    and it earns only its (partial) format credit."""
+
+    format: float
+    solvability: float | None = None
+    novelty: float | None = None
+    length: float | None = None
+
+    def total(self, weights: TeacherWeights) -> float:
+        if self.solvability is None:
+            return weights.format * self.format
+        return (
+            weights.solvability * self.solvability
+            + weights.novelty * self.novelty
+            + weights.format * self.format
+            + weights.length * self.length
+        )
 
 
-def student_reward(correct: bool, format_score: float, w_correct: float, w_format: float) -> float:
-    return w_correct * float(correct) + w_format * format_score
+@dataclass(frozen=True)
+class StudentWeights:
+    correct: float
+    format: float
 
 
-def solve_rate(correct: Sequence[bool]) -> float | None:
-    """Share of all n solutions that are correct. Unparseable answers count as wrong (the reference dropped them
-    from the denominator, so 1 valid answer out of 8 looked like a solve rate of 1)."""
-    return sum(correct) / len(correct) if correct else None
+@dataclass(frozen=True)
+class StudentTerms:
+    correct: float  # 1.0 when the answer matches the reference, else 0.0
+    format: float
 
-
-def majority_class(classes: Sequence[int | None]) -> int | None:
-    """The largest answer class; ties go to the class that appeared first. None if no answer was given."""
-    counts: dict[int, int] = {}
-    for c in classes:
-        if c is not None:
-            counts[c] = counts.get(c, 0) + 1
-    if not counts:
-        return None
-    return max(counts, key=lambda c: (counts[c], -c))
+    def total(self, weights: StudentWeights) -> float:
+        return weights.correct * self.correct + weights.format * self.format
 
 
 def in_band(solve_rate_value: float | None, low: float, high: float) -> bool:

@@ -3,26 +3,24 @@ files are the source of truth either way."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from selfplay.config import SelfPlayConfig
 
 
 class Tracker:
-    def __init__(self, config: SelfPlayConfig, run_dir: Path):
+    def __init__(self, config: SelfPlayConfig, run_id: str, run_dir: Path):
         self.run = None
         if config.report_to != "wandb":
             return
         import wandb
 
-        # A stable id per run directory, so a resumed run continues the same W&B run.
-        info = json.loads((run_dir / "run.json").read_text())
+        # The run directory's stable id, so a resumed run continues the same W&B run.
         self.run = wandb.init(
             project=config.wandb_project,
             mode=config.wandb_mode,
             dir=str(run_dir),
-            id=info["run_id"],
+            id=run_id,
             resume="allow",
             config=config.to_dict(),
         )

@@ -34,7 +34,18 @@ def tiny_config(tmp_path):
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory):
     """A real two-step run shared by the export and report tests (read-only for them)."""
-    from selfplay.loop import run
+    from selfplay.runner import run
 
     out = tmp_path_factory.mktemp("short") / "run"
     return run(SelfPlayConfig(**{**TINY, "output_dir": str(out), "max_steps": 2, "seed": 11}), progress=False)
+
+
+# Fixtures that load the real policy and embedder. A test that uses one is marked `slow`, so that
+# `pytest -m "not slow"` runs the pure rooms in seconds; CI runs everything.
+MODEL_FIXTURES = {"tiny_config", "short_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

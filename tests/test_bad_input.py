@@ -9,8 +9,9 @@ import pytest
 
 from selfplay.cli import main
 from selfplay.curriculum.pool import Pool
-from selfplay.curriculum.rundir import read_jsonl
-from selfplay.loop import RunStalled, build, run
+from selfplay.files import read_jsonl
+from selfplay.loop import RunStalled
+from selfplay.runner import build, run
 
 
 def error_of(capsys, argv) -> str:
@@ -41,12 +42,24 @@ def test_model_path_missing_output_dir_a_file_and_nothing_to_resume(tmp_path, ca
 def test_run_from_another_version_and_corrupt_checkpoint(short_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(short_run, copy)
+    saved_config = (copy / "config.yaml").read_text()
     (copy / "checkpoints" / "step-2" / "trainer.pt").write_bytes(b"garbage")
-    err = error_of(capsys, ["run", "--output-dir", str(copy), "--resume"])
-    assert "checkpoints/step-2: trainer.pt or rng.pt unreadable" in err
+    err = error_of(capsys, ["run", "--output-dir", str(copy), "--resume", "--max-steps", "9"])
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("selfplay: error:") and "checkpoints/step-2/trainer.pt: unreadable" in last
+    assert "Traceback" not in err
+    assert (copy / "config.yaml").read_text() == saved_config  # a failed restore leaves the saved settings alone
     info = json.loads((copy / "run.json").read_text())
     (copy / "run.json").write_text(json.dumps({**info, "format_version": 99}))
     assert "run.json: field 'format_version' is 99" in error_of(capsys, ["run", "--output-dir", str(copy), "--resume"])
+
+
+def test_corrupt_pool_is_a_one_line_error(short_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(short_run, copy)
+    (copy / "checkpoints" / "step-2" / "pool" / "embeddings.npy").write_bytes(b"garbage")
+    err = error_of(capsys, ["run", "--output-dir", str(copy), "--resume"])
+    assert "step-2/pool: pool files unreadable" in err and "Traceback" not in err
 
 
 def test_no_valid_problem_for_many_steps_stops_with_a_message(tiny_config):
@@ -56,7 +69,7 @@ def test_no_valid_problem_for_many_steps_stops_with_a_message(tiny_config):
         run(config, progress=False)
     metrics = list(read_jsonl(f"{config.output_dir}/metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2]
-    assert all(m["valid_fraction"] == 0.0 and m["rows_trained"] == 0 for m in metrics)
+    assert all(m["teacher/valid_fraction"] == 0.0 and m["update/rows"] == 0 for m in metrics)
     assert list(Path(config.output_dir).glob("wandb/offline-run-*")), "W&B should have logged offline"
 
 

@@ -1,7 +1,6 @@
 """Kill a real run with SIGKILL at random moments (one of them inside a checkpoint write), resume it each time,
 and check that no step is lost or repeated and that everything on disk loads."""
 
-import json
 import os
 import random
 import signal
@@ -10,13 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from selfplay.curriculum.pool import Pool
-from selfplay.curriculum.rundir import checkpoint_dirs, read_jsonl
+from selfplay.files import read_jsonl
+from selfplay.rundir import checkpoints
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # runs the real model in subprocesses
 
 STEPS = 5
 SAMPLES_PER_STEP = 2 * 2  # teacher prompts x teacher samples
@@ -88,14 +91,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         assert sum(r["step"] == step for r in curriculum) == SAMPLES_PER_STEP
     assert (run_dir / "curriculum.jsonl").read_bytes().endswith(b"\n")
 
-    checkpoints = checkpoint_dirs(run_dir)
-    assert checkpoints and checkpoints[-1].name == f"step-{STEPS}"
+    found = checkpoints(run_dir)
+    assert found and found[-1].step == STEPS
     assert not list((run_dir / "checkpoints").glob(".step-*.tmp"))
-    for checkpoint in checkpoints:
-        state = json.loads((checkpoint / "state.json").read_text())
-        assert load_file(checkpoint / "adapter" / "adapter_model.safetensors")
-        torch.load(checkpoint / "trainer.pt", weights_only=False)
-        torch.load(checkpoint / "rng.pt", weights_only=False)
+    for checkpoint in found:
+        assert load_file(checkpoint.adapter_dir / "adapter_model.safetensors")
+        checkpoint.trainer_state()
+        torch.load(checkpoint.path / "rng.pt", weights_only=False)
         pool = Pool(384)
-        pool.load(checkpoint / "pool")  # raises if pool.jsonl, embeddings.npy and index.faiss disagree
-        assert len(pool) == len(pool.archive) == len(pool.embeddings) == state["pool_size"]
+        pool.load(checkpoint.pool_dir)  # raises if pool.jsonl, embeddings.npy and index.faiss disagree
+        assert len(pool) == len(pool.archive) == len(pool.embeddings) == checkpoint.state["pool_size"]

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfplay.eval.benchmarks import STANDARD, expand, load_benchmark
-from selfplay.eval.evaluate import default_benchmarks_dir
+from selfplay.eval.benchmarks import STANDARD, BenchmarkError, expand, load_benchmark
+from selfplay.eval.benchmarks import resolve_benchmarks_dir
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, pass_at_k, summarize
 
 
@@ -55,7 +55,7 @@ def test_summarize_fields():
     assert summary["maj@2"] == 0.5 and summary["problems"] == 2
 
 
-BENCH = default_benchmarks_dir("../shared/benchmarks")
+BENCH = resolve_benchmarks_dir("../shared/benchmarks")
 KNOWN = {  # first two rows of each shared set, answers read through its adapter
     "gsm8k": ["18", "3"],
     "math500": ["\\left( 3, \\frac{\\pi}{2} \\right)", "p - q"],
@@ -84,7 +84,7 @@ def test_custom_file_with_fields(tmp_path):
     path.write_text('{"q": "1+1?", "a": 2.0}\n{"q": "2+2?", "a": "#### 4"}\n')
     items = load_benchmark(str(path), question_field="q", answer_field="a")
     assert [(i.question, i.answer) for i in items] == [("1+1?", "2"), ("2+2?", "4")]
-    with pytest.raises(ValueError, match="--question-field"):
+    with pytest.raises(BenchmarkError, match="--question-field"):
         load_benchmark(str(path))
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from selfplay.cli import main
-from selfplay.curriculum.rundir import read_jsonl
-from selfplay.eval.evaluate import default_benchmarks_dir
-from selfplay.loop import run
+from selfplay.files import read_jsonl
+from selfplay.eval.benchmarks import resolve_benchmarks_dir
+from selfplay.runner import run
 
-pytestmark = pytest.mark.skipif(not default_benchmarks_dir("../shared/benchmarks").exists(),
+pytestmark = pytest.mark.skipif(not resolve_benchmarks_dir("../shared/benchmarks").exists(),
                                 reason="shared/benchmarks is not beside this checkout")
 
 

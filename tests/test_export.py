@@ -6,7 +6,7 @@ import pytest
 
 from selfplay.cli import main
 from selfplay.curriculum.export import ExportFilters, export
-from selfplay.curriculum.rundir import append_jsonl, read_jsonl, write_json
+from selfplay.files import append_jsonl, read_jsonl, write_json
 
 
 def expected_rl(run_dir, low, high):
@@ -68,6 +68,7 @@ def test_filters_are_applied(synthetic_run, tmp_path):
     assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # loads the embedder
 def test_dedup_removes_the_repeated_problem(synthetic_run, tmp_path):
     run, _ = synthetic_run
     plain = export(run, tmp_path / "a.jsonl", "jsonl", "rl", ExportFilters(min_solve_rate=0, max_solve_rate=1))

@@ -64,3 +64,23 @@ def test_save_load_and_disagreement_is_an_error(tmp_path):
         Pool(16).load(tmp_path / "pool")
     with pytest.raises(PoolError, match="the pool is empty"):
         Pool(16).sample(np.random.default_rng(0), 1)
+
+
+def test_eligibility_by_admission_mode():
+    from selfplay.curriculum.pool import eligible
+
+    assert eligible(True, 0.0, "valid", 0.5, 0.9) and eligible(True, None, "valid", 0.5, 0.9)
+    assert not eligible(False, 0.7, "valid", 0.5, 0.9)
+    assert eligible(True, 0.5, "in_band", 0.5, 0.9) and eligible(True, 0.9, "in_band", 0.5, 0.9)
+    assert not eligible(True, 0.25, "in_band", 0.5, 0.9) and not eligible(True, None, "in_band", 0.5, 0.9)
+    assert not eligible(False, 0.7, "in_band", 0.5, 0.9)
+
+
+def test_admit_rejects_near_duplicates_of_the_pool_and_of_each_other():
+    pool = Pool(3)
+    pool.add([{"problem": "old", "seed": True}], np.array([[1.0, 0.0, 0.0]], np.float32))
+    close = np.array([0.99, 0.141, 0.0], np.float32) / np.linalg.norm([0.99, 0.141, 0.0])
+    vectors = np.stack([close, [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).astype(np.float32)
+    entries = [{"problem": name, "seed": False} for name in ("near old", "new", "same as new", "other")]
+    assert pool.admit(entries, vectors, dedup_threshold=0.95) == [1, 3]
+    assert [e["problem"] for e in pool.entries] == ["old", "new", "other"] and len(pool.archive) == 3

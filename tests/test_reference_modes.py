@@ -1,21 +1,14 @@
-"""The reference answer by configuration: majority (default), the teacher's claim, or the teacher's program."""
-
-from types import SimpleNamespace
+"""Judging a problem's answers by reference mode (majority, the teacher's claim, its program's output), through
+the real guarded verifier and the real sandbox."""
 
 import pytest
 
-from selfplay.config import SelfPlayConfig
-from selfplay.loop import Candidate, SelfPlay
-from selfplay.policy import Sample
-from selfplay.roles import StudentSolution, TeacherProblem
-from selfplay.verify import Verifier
+from selfplay.roles import TeacherProblem, with_program_output
+from selfplay.verify import Verifier, judge
+from selfplay.verify.judge import majority_class, solve_rate
+from selfplay.verify.sandbox import run_program
 
-
-def candidate(answer=None, program=None, student_answers=("1/2", "0.5", "3", None)) -> Candidate:
-    problem = TeacherProblem(problem="Half of one?", answer=answer, program=program, valid=True)
-    c = Candidate(group=0, sample=Sample([1], [2], "", [0.0], True), parsed=problem)
-    c.solutions = [StudentSolution("", a, 0.5 if a else 0.0, 3) for a in student_answers]
-    return c
+ANSWERS = ["1/2", "0.5", "3", None]
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +18,54 @@ def verifier():
 
 
 @pytest.mark.parametrize(
-    "mode, answer, correct, reference",
+    "mode, claimed, correct, reference",
     [
-        ("majority", None, [True, True, False, False], "1/2"),  # "1/2" and "0.5" form the largest class
-        ("teacher", "3", [False, False, True, False], "3"),
-        ("teacher", "\\frac{1}{2}", [True, True, False, False], "\\frac{1}{2}"),
+        ("majority", None, (True, True, False, False), "1/2"),  # "1/2" and "0.5" form the largest class
+        ("teacher", "3", (False, False, True, False), "3"),
+        ("teacher", "\\frac{1}{2}", (True, True, False, False), "\\frac{1}{2}"),
+        ("program", "0.5", (True, True, False, False), "0.5"),  # program mode judges against the program's output
     ],
 )
-def test_reference_answer_modes(verifier, mode, answer, correct, reference):
-    c = candidate(answer)
-    SelfPlay.verify(SimpleNamespace(config=SelfPlayConfig(reference_answer=mode), verifier=verifier), [c])
-    assert c.correct == correct and c.reference == reference
-    assert c.solve_rate == sum(correct) / 4  # unparseable answers count as wrong
+def test_reference_answer_modes(verifier, mode, claimed, correct, reference):
+    verdict = judge(ANSWERS, mode, claimed, verifier.equal_many)
+    assert verdict.correct == correct and verdict.reference == reference
+    assert verdict.solve_rate == sum(correct) / 4  # unparseable answers count as wrong
+
+
+def test_majority_with_no_answer_has_no_reference_and_nothing_correct(verifier):
+    verdict = judge([None, None, None], "majority", None, verifier.equal_many)
+    assert verdict.reference is None and verdict.correct == (False, False, False) and verdict.solve_rate == 0.0
+
+
+def test_teacher_mode_sends_only_given_answers_to_the_checker():
+    seen = []
+
+    def equal_many(pairs):
+        seen.extend(pairs)
+        return [a == b for a, b in pairs]
+
+    verdict = judge([None, "4", None, "5"], "teacher", "4", equal_many)
+    assert seen == [("4", "4"), ("4", "5")] and verdict.correct == (False, True, False, False)
+
+
+def test_solve_rate_counts_unparseable_answers_as_wrong():
+    assert solve_rate([True] + [False] * 7) == 0.125
+    assert solve_rate([]) is None
+
+
+def test_majority_class_ties_go_to_the_first_class():
+    assert majority_class([None, 1, 0, 1, 0]) == 0
+    assert majority_class([2, 2, 0, None]) == 2
+    assert majority_class([None, None]) is None
 
 
 def test_program_mode_runs_the_program_in_the_sandbox():
-    config = SimpleNamespace(config=SelfPlayConfig(reference_answer="program", program_timeout=3.0))
-    ok, broken, hostile = candidate(program="print(1/2)"), candidate(program="raise SystemExit(3)"), candidate(
-        program="import socket\nsocket.socket()")
-    SelfPlay.run_programs(config, [ok, broken, hostile])
-    assert ok.parsed.valid and ok.parsed.answer == "0.5"
-    assert not broken.parsed.valid and broken.parsed.reason.startswith("program failed")
-    assert not hostile.parsed.valid and "socket" in hostile.parsed.reason
+    problem = TeacherProblem(problem="Half of one?", valid=True)
+    outcomes = {}
+    for name, code in {"ok": "print(1/2)", "broken": "raise SystemExit(3)", "hostile": "import socket\nsocket.socket()"}.items():
+        result = run_program(code, 3.0, 512)
+        outcomes[name] = with_program_output(problem, result.answer, result.status)
+    assert outcomes["ok"].valid and outcomes["ok"].answer == "0.5"
+    assert not outcomes["broken"].valid and outcomes["broken"].reason.startswith("program failed")
+    assert not outcomes["hostile"].valid and "socket" in outcomes["hostile"].reason
+    assert problem.valid and problem.answer is None  # the parsed problem itself is left as it was

@@ -31,22 +31,17 @@ def test_novelty_is_one_minus_mean_top_k_over_two():
     assert rewards.novelty([], 5) == 1.0
 
 
-def test_solve_rate_counts_unparseable_as_wrong():
-    # 1 correct answer among 8 solutions, 7 unparseable: the reference reported 1.0, we report 1/8.
-    assert rewards.solve_rate([True] + [False] * 7) == 0.125
-    assert rewards.solve_rate([]) is None
-
-
-def test_majority_class_prefers_first_on_ties_and_ignores_none():
-    assert rewards.majority_class([None, 1, 0, 1, 0]) == 0
-    assert rewards.majority_class([2, 2, 0, None]) == 2
-    assert rewards.majority_class([None, None]) is None
-
-
-def test_teacher_reward_weights_and_invalid_gets_only_format():
+def test_teacher_terms_weighted_and_invalid_gets_only_format():
     weights = rewards.TeacherWeights(solvability=1.0, novelty=2.0, format=0.1, length=0.5)
-    assert rewards.teacher_reward(True, 0.5, 0.25, 1.0, 0.2, weights) == pytest.approx(0.5 + 0.5 + 0.1 + 0.1)
-    assert rewards.teacher_reward(False, 0.5, 0.25, 2 / 3, 0.2, weights) == pytest.approx(0.1 * 2 / 3)
+    valid = rewards.TeacherTerms(format=1.0, solvability=0.5, novelty=0.25, length=0.2)
+    assert valid.total(weights) == pytest.approx(0.5 + 0.5 + 0.1 + 0.1)
+    assert rewards.TeacherTerms(format=2 / 3).total(weights) == pytest.approx(0.1 * 2 / 3)
+
+
+def test_student_terms_weighted():
+    weights = rewards.StudentWeights(correct=1.0, format=0.1)
+    assert rewards.StudentTerms(correct=1.0, format=0.5).total(weights) == pytest.approx(1.05)
+    assert rewards.StudentTerms(correct=0.0, format=0.0).total(weights) == 0.0
 
 
 def test_format_terms():

@@ -1,77 +1,128 @@
+"""The run directory: checkpoints are whole or absent, found and restored through one module; resume cuts the
+logs back to the checkpoint. A tiny real Llama with a real LoRA adapter stands in for the policy."""
+
 import json
+import random
 
+import numpy as np
 import pytest
+import torch
 
-from selfplay import RUN_FORMAT_VERSION
-from selfplay.curriculum import rundir
-
-
-def test_append_and_read_skip_a_torn_trailing_line(tmp_path):
-    path = tmp_path / "m.jsonl"
-    rundir.append_jsonl(path, [{"step": 1}, {"step": 2}])
-    with open(path, "a") as handle:
-        handle.write('{"step": 3, "half')  # a kill in the middle of an append
-    assert [r["step"] for r in rundir.read_jsonl(path)] == [1, 2]
+from selfplay import RUN_FORMAT_VERSION, rundir
+from selfplay.config import SelfPlayConfig
+from selfplay.curriculum.pool import Pool
+from selfplay.files import append_jsonl, read_jsonl
 
 
-def test_a_line_cut_just_before_its_newline_is_not_trusted(tmp_path):
-    # Valid JSON but no newline: the next append would fuse with it, so readers and resume treat it as torn.
-    path = tmp_path / "m.jsonl"
-    rundir.append_jsonl(path, [{"step": 1}])
-    with open(path, "a") as handle:
-        handle.write('{"step": 2}')
-    assert [r["step"] for r in rundir.read_jsonl(path)] == [1]
-    rundir.truncate_jsonl(path, lambda r: True)
-    rundir.append_jsonl(path, [{"step": 2}])
-    assert [r["step"] for r in rundir.read_jsonl(path)] == [1, 2]
+@pytest.fixture
+def policy():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tiny = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2)
+    return get_peft_model(LlamaForCausalLM(tiny), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
 
 
-def test_truncate_keeps_only_accepted_complete_records(tmp_path):
-    path = tmp_path / "m.jsonl"
-    rundir.append_jsonl(path, [{"step": s} for s in range(1, 6)])
-    with open(path, "a") as handle:
-        handle.write("garbage")
-    assert rundir.truncate_jsonl(path, lambda r: r["step"] <= 3) == 2
-    assert path.read_text() == "".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
+def pool_of(size: int) -> Pool:
+    pool = Pool(4)
+    vectors = np.eye(4, dtype=np.float32)[:size]
+    pool.add([{"problem": f"p{i}", "seed": False} for i in range(size)], vectors)
+    return pool
 
 
-def test_checkpoint_is_complete_or_absent(tmp_path):
-    def fill(folder):
-        (folder / "weights.bin").write_bytes(b"w")
-        return {"x": 1}
+def save(run_dir, step, policy, pool, keep=2, rng=None):
+    return rundir.save_checkpoint(run_dir, step, model=policy, tokenizer=None, lora=True, trainer_state={"s": step},
+                                  numpy_rng=rng or np.random.default_rng(0), pool=pool, keep=keep,
+                                  state={"base_model": "tiny", "pool_size": len(pool)})
 
-    rundir.write_checkpoint(tmp_path, 1, fill, keep=2)
 
-    def crash(folder):
-        (folder / "weights.bin").write_bytes(b"partial")
-        raise KeyboardInterrupt  # killed while writing
+class CrashingPool(Pool):
+    def save(self, folder):
+        super().save(folder)
+        raise KeyboardInterrupt  # killed after the pool was written, before state.json
 
+
+def test_checkpoint_is_complete_or_absent_and_old_ones_go(tmp_path, policy):
+    save(tmp_path, 1, policy, pool_of(1))
+    crashing = CrashingPool(4)
     with pytest.raises(KeyboardInterrupt):
-        rundir.write_checkpoint(tmp_path, 2, crash, keep=2)
-    assert [p.name for p in rundir.checkpoint_dirs(tmp_path)] == ["step-1"]
+        save(tmp_path, 2, policy, crashing)
+    assert [c.step for c in rundir.checkpoints(tmp_path)] == [1]
     for step in (2, 3, 4):
-        rundir.write_checkpoint(tmp_path, step, fill, keep=2)
-    assert [p.name for p in rundir.checkpoint_dirs(tmp_path)] == ["step-3", "step-4"]
-    state = json.loads((tmp_path / "checkpoints/step-4/state.json").read_text())
-    assert state == {"x": 1, "step": 4, "format_version": RUN_FORMAT_VERSION}
+        save(tmp_path, step, policy, pool_of(step))
+    found = rundir.checkpoints(tmp_path)
+    assert [c.step for c in found] == [3, 4]
+    newest = found[-1]
+    assert newest.state == {"base_model": "tiny", "pool_size": 4, "step": 4, "format_version": RUN_FORMAT_VERSION}
+    assert newest.is_lora and (newest.adapter_dir / "adapter_model.safetensors").is_file()
+    assert newest.trainer_state() == {"s": 4}
+    restored = Pool(4)
+    restored.load(newest.pool_dir)
+    assert len(restored) == 4 and len(restored.archive) == 4
 
 
-def test_prepare_run_dir_errors(tmp_path):
+def test_find_checkpoint_from_a_run_dir_or_a_checkpoint_folder(tmp_path, policy):
+    assert rundir.find_checkpoint(tmp_path) is None  # neither a run nor a checkpoint
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(rundir.RunDirError, match="no complete checkpoint"):
+        rundir.find_checkpoint(tmp_path)
+    save(tmp_path, 1, policy, pool_of(1))
+    save(tmp_path, 2, policy, pool_of(2))
+    assert rundir.find_checkpoint(tmp_path).step == 2
+    assert rundir.find_checkpoint(tmp_path / "checkpoints" / "step-1").step == 1
+
+
+def test_rng_states_round_trip(tmp_path, policy):
+    rng = np.random.default_rng(5)
+    random.seed(1)
+    torch.manual_seed(2)
+    checkpoint = save(tmp_path, 1, policy, pool_of(1), rng=rng)
+    expected = (random.random(), rng.random(), torch.rand(1).item())
+    random.seed(99)
+    torch.manual_seed(99)
+    other = np.random.default_rng(99)
+    checkpoint.restore_rng(other)
+    assert (random.random(), other.random(), torch.rand(1).item()) == expected
+
+
+def test_corrupt_trainer_state_names_the_file(tmp_path, policy):
+    checkpoint = save(tmp_path, 1, policy, pool_of(1))
+    (checkpoint.path / "trainer.pt").write_bytes(b"garbage")
+    with pytest.raises(rundir.RunDirError, match=r"step-1/trainer\.pt: unreadable"):
+        checkpoint.trainer_state()
+
+
+def test_rewind_cuts_logs_back_to_the_newest_checkpoint(tmp_path, policy):
+    rundir.prepare(tmp_path / "run", resume=False)
+    run_dir = tmp_path / "run"
+    append_jsonl(run_dir / rundir.METRICS, [{"step": s} for s in (1, 2, 3)])
+    append_jsonl(run_dir / rundir.CURRICULUM, [{"step": s} for s in (1, 1, 2, 2, 3)])
+    save(run_dir, 2, policy, pool_of(1))
+    assert rundir.rewind(run_dir, SelfPlayConfig()).step == 2
+    assert [r["step"] for r in read_jsonl(run_dir / rundir.METRICS)] == [1, 2]
+    assert [r["step"] for r in read_jsonl(run_dir / rundir.CURRICULUM)] == [1, 1, 2, 2]
+
+
+def test_prepare_errors(tmp_path):
     file = tmp_path / "afile"
     file.write_text("x")
     with pytest.raises(rundir.RunDirError, match="afile exists and is a file"):
-        rundir.prepare_run_dir(file, resume=False)
+        rundir.prepare(file, resume=False)
+    with pytest.raises(rundir.RunDirError, match="holds no run to resume"):
+        rundir.prepare(tmp_path / "nothing", resume=True)
     run = tmp_path / "run"
-    rundir.prepare_run_dir(run, resume=False)
+    rundir.prepare(run, resume=False)
     with pytest.raises(rundir.RunDirError, match="already holds a run; pass --resume"):
-        rundir.prepare_run_dir(run, resume=False)
-    rundir.prepare_run_dir(run, resume=True)
+        rundir.prepare(run, resume=False)
+    rundir.prepare(run, resume=True)
     info = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**info, "format_version": 0}))
-    with pytest.raises(rundir.RunDirError, match=r"run\.json: field 'format_version' is 0"):
-        rundir.prepare_run_dir(run, resume=True)
+    (run / "run.json").write_text(json.dumps({**info, "format_version": 1}))
+    with pytest.raises(rundir.RunDirError, match=r"run\.json: field 'format_version' is 1, this selfplay"):
+        rundir.prepare(run, resume=True)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("x")
     with pytest.raises(rundir.RunDirError, match="not empty"):
-        rundir.prepare_run_dir(other, resume=False)
+        rundir.prepare(other, resume=False)

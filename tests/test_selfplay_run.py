@@ -5,13 +5,16 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from selfplay.curriculum.rundir import read_jsonl
-from selfplay.loop import run
+from selfplay.files import read_jsonl
+from selfplay.runner import run
 
-METRIC_FIELDS = {"step", "teacher_reward_mean", "student_reward_mean", "solve_rate_mean", "in_band_fraction",
-                 "valid_fraction", "novelty_mean", "pool_size", "time/teacher_generate", "time/step"}
-CURRICULUM_FIELDS = {"step", "problem", "answer", "concepts", "valid", "solve_rate", "novelty", "teacher_reward",
-                     "student_answers"}
+TERMS = ("solvability", "novelty", "format", "length")
+METRIC_FIELDS = {"step", "teacher/reward_mean", "student/reward_mean", "student/solve_rate_mean",
+                 "teacher/in_band_fraction", "teacher/valid_fraction", "pool/size", "update/rows", "verify/timeouts",
+                 "time/teacher_generate", "time/step", "student/correct_mean", "student/format_mean",
+                 *(f"teacher/{term}_mean" for term in TERMS)}
+CURRICULUM_FIELDS = {"step", "teacher_prompt", "problem", "answer", "concepts", "valid", "solve_rate", "novelty",
+                     "teacher_reward", "teacher_terms", "student_answers", "student_rewards"}
 
 
 def adapter(run_dir, step):
@@ -26,7 +29,7 @@ def test_two_steps_then_resume_continues_at_step_three(tiny_config):
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
         assert METRIC_FIELDS <= set(m), METRIC_FIELDS - set(m)
-        assert 0.0 <= m["valid_fraction"] <= 1.0 and m["pool_size"] >= 1
+        assert 0.0 <= m["teacher/valid_fraction"] <= 1.0 and m["pool/size"] >= 1
     curriculum = list(read_jsonl(run_dir / "curriculum.jsonl"))
     # One line per teacher completion: 2 prompts x 3 samples per step.
     assert len(curriculum) == 12 and {c["step"] for c in curriculum} == {1, 2}
@@ -34,22 +37,24 @@ def test_two_steps_then_resume_continues_at_step_three(tiny_config):
         assert CURRICULUM_FIELDS <= set(c)
         if c["valid"]:
             assert len(c["student_answers"]) == 2 and 0.0 <= c["solve_rate"] <= 1.0 and 0.0 <= c["novelty"] <= 1.0
+            assert c["teacher_terms"]["novelty"] == c["novelty"] and None not in c["teacher_terms"].values()
         else:
             assert c["reason"] and c["solve_rate"] is None
+            assert [k for k, v in c["teacher_terms"].items() if v is not None] == ["format"]
     assert (run_dir / "config.yaml").is_file()
 
     # LoRA's B matrices start at zero: any non-zero entry means an update happened. Steps must also differ.
-    trained = [m for m in metrics if m["rows_trained"] > 0]
+    trained = [m for m in metrics if m["update/rows"] > 0]
     assert trained, "no step had a group with reward variance"
     first, second = adapter(run_dir, 1), adapter(run_dir, 2)
     assert any(v.abs().sum() > 0 for k, v in second.items() if "lora_B" in k)
-    if metrics[1]["rows_trained"]:
+    if metrics[1]["update/rows"]:
         assert any(not torch.equal(first[k], second[k]) for k in first)
 
     pool_before = json.loads((run_dir / "checkpoints/step-2/state.json").read_text())["pool_size"]
     resumed = run(tiny_config(max_steps=3), resume=True, progress=False)
     metrics = list(read_jsonl(resumed / "metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2, 3]
-    assert metrics[2]["pool_size"] >= pool_before
+    assert metrics[2]["pool/size"] >= pool_before
     assert {c["step"] for c in read_jsonl(resumed / "curriculum.jsonl")} == {1, 2, 3}
     assert (resumed / "checkpoints/step-3/state.json").is_file()

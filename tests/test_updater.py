@@ -7,6 +7,8 @@ from selfplay.config import SelfPlayConfig
 from selfplay.policy import load_policy
 from selfplay.train.updater import TrainRow, Updater, add_lora
 
+pytestmark = pytest.mark.slow  # loads the embedded policy
+
 
 @pytest.fixture(scope="module")
 def policy():

@@ -8,31 +8,36 @@ from __future__ import annotations
 
 import json
 import tempfile
+import typing
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
 
-from selfplay.curriculum.rundir import CONFIG, CURRICULUM, atomic_write, read_jsonl
+from selfplay.files import atomic_write, read_jsonl
+from selfplay.rundir import CONFIG, CURRICULUM, RunDirError
 
-FORMATS = ("jsonl", "parquet", "hf")
-SHAPES = ("rl", "sft")
+ExportFormat = Literal["jsonl", "parquet", "hf"]
+ExportShape = Literal["rl", "sft"]
+FORMATS, SHAPES = typing.get_args(ExportFormat), typing.get_args(ExportShape)
 BATCH_ROWS = 10_000
 
 
 @dataclass
 class ExportFilters:
-    min_solve_rate: float | None = None  # None: the run's band_low
-    max_solve_rate: float | None = None  # None: the run's band_high
-    min_novelty: float | None = None
-    min_step: int | None = None
-    max_step: int | None = None
-    valid_only: bool = True
-    dedup_threshold: float | None = None  # cosine at or above which a later problem is dropped
-    limit: int | None = None
+    min_solve_rate: float | None = field(default=None, metadata={"help": "Lowest solve rate; None: the run's band_low."})
+    max_solve_rate: float | None = field(default=None, metadata={"help": "Highest solve rate; None: the run's band_high."})
+    min_novelty: float | None = field(default=None, metadata={"help": "Lowest novelty score."})
+    min_step: int | None = field(default=None, metadata={"help": "First step exported."})
+    max_step: int | None = field(default=None, metadata={"help": "Last step exported."})
+    include_invalid: bool = field(default=False, metadata={"help": "Keep problems the parser rejected."})
+    dedup_threshold: float | None = field(
+        default=None, metadata={"help": "Drop problems this similar (cosine) to an earlier exported one."})
+    limit: int | None = field(default=None, metadata={"help": "Most problems exported."})
 
 
 @dataclass
@@ -64,7 +69,7 @@ def resolve_filters(run_dir: Path, filters: ExportFilters) -> ExportFilters:
 
 
 def passes(record: dict, f: ExportFilters) -> bool:
-    if f.valid_only and not record.get("valid"):
+    if not f.include_invalid and not record.get("valid"):
         return False
     if not record.get("problem"):
         return False
@@ -169,7 +174,7 @@ def export(
         raise ValueError(f"format must be one of {FORMATS} and shape one of {SHAPES}")
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / CURRICULUM).exists():
-        raise FileNotFoundError(f"{run_dir / CURRICULUM}: no curriculum to export")
+        raise RunDirError(f"{run_dir / CURRICULUM}: no curriculum to export")
     filters = resolve_filters(run_dir, filters or ExportFilters())
     if filters.dedup_threshold is not None and embedder is None:
         from selfplay.novelty import Embedder

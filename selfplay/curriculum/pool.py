@@ -8,12 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from selfplay.curriculum.rundir import atomic_write
-from selfplay.novelty.archive import Archive
+from selfplay.errors import SelfPlayError
+from selfplay.files import atomic_write, jsonl_text
+from selfplay.novelty import Archive, not_near_duplicates
+from selfplay.rewards import in_band
 
 
-class PoolError(RuntimeError):
-    pass
+class PoolError(SelfPlayError):
+    """Pool files that cannot be read back; the message names the folder."""
+
+
+def eligible(valid: bool, solve_rate: float | None, admission: str, band_low: float, band_high: float) -> bool:
+    """May a new problem enter the pool? `admission` 'valid': every valid problem; 'in_band': only those whose
+    solve rate lands in the band (a data gate against collapse)."""
+    return valid and (admission == "valid" or in_band(solve_rate, band_low, band_high))
 
 
 class Pool:
@@ -31,6 +39,13 @@ class Pool:
         self.embeddings = np.concatenate([self.embeddings, vectors.astype(np.float32)])
         self.archive.add(vectors)
         self._evict()
+
+    def admit(self, entries: list[dict], vectors: np.ndarray, dedup_threshold: float) -> list[int]:
+        """Add the entries that are not near-duplicates (cosine >= `dedup_threshold`) of the pool or of each
+        other; returns the indices admitted."""
+        admitted = not_near_duplicates(vectors, self.archive, dedup_threshold)
+        self.add([entries[i] for i in admitted], vectors[admitted] if admitted else vectors[:0])
+        return admitted
 
     def _evict(self) -> None:
         """FIFO over non-seed entries once over max_size; seeds are never evicted. Evicting down to 90% of
@@ -53,7 +68,7 @@ class Pool:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "pool.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.entries))
+        atomic_write(folder / "pool.jsonl", jsonl_text(self.entries))
         with open(folder / "embeddings.npy", "wb") as handle:
             np.save(handle, self.embeddings)
         self.archive.save(folder / "index.faiss")

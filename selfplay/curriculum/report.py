@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from selfplay.curriculum.export import run_config
-from selfplay.curriculum.rundir import CURRICULUM, METRICS, atomic_write, read_jsonl
+from selfplay.files import atomic_write, read_jsonl
+from selfplay.rundir import CURRICULUM, METRICS, RunDirError
 
 MAX_MAPPED_PROBLEMS = 2000  # problems embedded for the 2-D map (spread evenly over the run)
 
@@ -117,7 +118,7 @@ def _samples_table(valid: list[dict]) -> str:
 def write_report(run_dir: str | Path, out: str | Path) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / METRICS).exists():
-        raise FileNotFoundError(f"{run_dir / METRICS}: not a run directory (or no step finished yet)")
+        raise RunDirError(f"{run_dir / METRICS}: not a run directory (or no step finished yet)")
     out.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
@@ -129,11 +130,16 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
     figures = {
         "Solve-rate distribution": _figure(out / "solve_rates.png", _solve_rates(valid, band)),
         "Fractions and novelty": _figure(out / "fractions.png", _lines(
-            metrics, {"in_band_fraction": "in band", "valid_fraction": "valid", "novelty_mean": "novelty (mean)"},
+            metrics, {"teacher/in_band_fraction": "in band", "teacher/valid_fraction": "valid",
+                      "teacher/novelty_mean": "novelty (mean)"},
             "fraction / score", "In-band fraction, valid fraction, novelty")),
-        "Pool growth": _figure(out / "pool.png", _lines(metrics, {"pool_size": "pool size"}, "problems", "Pool size")),
+        "Pool growth": _figure(out / "pool.png", _lines(metrics, {"pool/size": "pool size"}, "problems", "Pool size")),
         "Rewards per role": _figure(out / "rewards.png", _lines(
-            metrics, {"teacher_reward_mean": "teacher", "student_reward_mean": "student"}, "mean reward", "Rewards")),
+            metrics, {"teacher/reward_mean": "teacher", "student/reward_mean": "student"}, "mean reward", "Rewards")),
+        # Term by term, the first place to look when a reward is being gamed.
+        "Teacher reward terms": _figure(out / "teacher_terms.png", _lines(
+            metrics, {f"teacher/{term}_mean": term for term in ("solvability", "novelty", "format", "length")},
+            "mean (unweighted)", "Teacher reward terms")),
         "Concepts": _figure(out / "concepts.png", _concepts(valid)),
         "Curriculum map": _figure(out / "embedding_map.png", _embedding_map(valid, config.get("embedder", "embedded"))),
     }
@@ -144,7 +150,7 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
 td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100%}}</style></head><body>
 <h1>selfplay run report</h1>
 <p>Run <code>{html.escape(str(run_dir))}</code>, policy <code>{html.escape(str(config.get("model")))}</code>:
-{len(metrics)} steps logged, {len(valid)} valid problems, pool size {last.get("pool_size", "?")}.</p>
+{len(metrics)} steps logged, {len(valid)} valid problems, pool size {last.get("pool/size", "?")}.</p>
 {body}
 <h2>Sample problems</h2>{_samples_table(valid)}
 </body></html>"""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfplay.config import resolve_path
+from selfplay.errors import SelfPlayError
 from selfplay.roles.teacher import normalize_text
 
 
@@ -29,7 +30,7 @@ class SeedIssue:
     reason: str
 
 
-class SeedError(ValueError):
+class SeedError(SelfPlayError, ValueError):
     def __init__(self, path: str, issues: list[SeedIssue]):
         self.path, self.issues = path, issues
         lines = "\n".join(f"  {path}:{i.line}: {i.reason}" for i in issues[:50])

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfplay.config import BENCHMARKS_DIR, CHECKOUT_ROOT
+from selfplay.errors import SelfPlayError
 from selfplay.verify.answers import last_boxed
 
 
@@ -62,6 +64,16 @@ STANDARD: dict[str, Adapter] = {
 GROUPS = {"mawps": ["mawps_singleop", "mawps_addsub", "mawps_multiarith", "mawps_singleeq"]}
 
 
+class BenchmarkError(SelfPlayError):
+    """A benchmark that cannot be found or read; the message names the file (and row) or the missing flag."""
+
+
+def resolve_benchmarks_dir(given: str) -> Path:
+    """The given folder if it exists, else the shared/benchmarks beside this checkout."""
+    path = Path(given).expanduser()
+    return path if path.exists() else CHECKOUT_ROOT.parent / "shared" / "benchmarks"
+
+
 def expand(names: str) -> list[str]:
     """'gsm8k,mawps' -> ['gsm8k', 'mawps_singleop', ...]."""
     out: list[str] = []
@@ -82,22 +94,22 @@ def _read_rows(path: Path) -> list[dict]:
         import pandas as pd
 
         return pd.read_parquet(path).to_dict("records")
-    raise ValueError(f"{path}: unknown benchmark format (use .jsonl, .csv or .parquet)")
+    raise BenchmarkError(f"{path}: unknown benchmark format (use .jsonl, .csv or .parquet)")
 
 
 def load_benchmark(
-    name: str, benchmarks_dir: str | Path = "../shared/benchmarks", question_field: str | None = None,
+    name: str, benchmarks_dir: str | Path = BENCHMARKS_DIR, question_field: str | None = None,
     answer_field: str | None = None, limit: int | None = None, split: str = "test",
 ) -> list[Item]:
     if name in STANDARD and question_field is None:
         adapter = STANDARD[name]
         path = Path(benchmarks_dir) / adapter.file
         if not path.exists():
-            raise FileNotFoundError(f"{path}: benchmark '{name}' not found (set --benchmarks-dir)")
+            raise BenchmarkError(f"{path}: benchmark '{name}' not found (set --benchmarks-dir)")
         rows, question, answer = _read_rows(path), adapter.question, adapter.answer
     else:
         if not question_field or not answer_field:
-            raise ValueError(f"benchmark '{name}' is not a standard set: give --question-field and --answer-field")
+            raise BenchmarkError(f"benchmark '{name}' is not a standard set: give --question-field and --answer-field")
         path = Path(name)
         if path.exists():
             rows = _read_rows(path)
@@ -118,7 +130,7 @@ def load_benchmark(
         try:
             items.append(Item(str(row.get("id", row.get("idx", i))), question(row), answer(row)))
         except (KeyError, TypeError) as error:
-            raise ValueError(f"{path}: row {i + 1}: field {error} missing or malformed") from None
+            raise BenchmarkError(f"{path}: row {i + 1}: field {error} missing or malformed") from None
     return items
 
 

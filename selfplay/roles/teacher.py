@@ -6,6 +6,7 @@ prompt) gives a `TeacherProblem`, valid or with the reason it is not. Nothing he
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -94,6 +95,14 @@ def parse_teacher(
         return invalid("no usable <program> block")
     result.valid = True
     return result
+
+
+def with_program_output(problem: TeacherProblem, output: str | None, status: str) -> TeacherProblem:
+    """Program mode: the output of the teacher's program (run in the sandbox) becomes the problem's claimed
+    answer; a program that printed no answer makes the problem invalid, with its status as the reason."""
+    if output is None:
+        return dataclasses.replace(problem, valid=False, reason=f"program failed: {status}")
+    return dataclasses.replace(problem, answer=output)
 
 
 def normalize_text(text: str) -> str:

@@ -1,0 +1,134 @@
+"""A run's lifecycle: build its parts (cheap checks first, then models), restore the checkpoint being resumed,
+run steps, checkpoint. The step itself is `loop.py`; where files live is `rundir.py`."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfplay import rundir
+from selfplay.config import SelfPlayConfig
+from selfplay.curriculum.pool import Pool
+from selfplay.curriculum.seeds import load_seeds
+from selfplay.loop import SelfPlay
+from selfplay.novelty import Embedder
+from selfplay.policy import EMBEDDED, TransformersBackend, load_policy, resolve_model
+from selfplay.roles import PromptTemplate
+from selfplay.train.updater import Updater, add_lora
+from selfplay.verify import Verifier
+
+log = logging.getLogger(__name__)
+
+
+def load_trainable_policy(config: SelfPlayConfig, checkpoint: rundir.Checkpoint | None):
+    """The policy to train: from the checkpoint being resumed, else from config.model; LoRA-wrapped if asked."""
+    if checkpoint is not None and not checkpoint.is_lora:
+        return load_policy(str(checkpoint.model_dir), config.device, config.dtype)
+    model, tokenizer = load_policy(config.model, config.device, config.dtype)
+    if checkpoint is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, checkpoint.adapter_dir, is_trainable=True), tokenizer
+    return (add_lora(model, config) if config.lora else model), tokenizer
+
+
+def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
+    """Check everything cheap first (seeds, prompts, model path, run dir), then load models and restore state."""
+    seeds = load_seeds(config.seeds, config.seed_problem_field, config.seed_answer_field)
+    teacher_template = PromptTemplate.load(config.teacher_template)
+    student_template = PromptTemplate.load(config.student_template)
+    if config.model != EMBEDDED:
+        resolve_model(config.model)
+    heldout = []
+    if config.eval_every:
+        from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
+
+        heldout = load_benchmark(config.eval_benchmark, resolve_benchmarks_dir(config.benchmarks_dir),
+                                 limit=config.eval_limit)
+    run_dir = Path(config.output_dir)
+    rundir.prepare(run_dir, resume)
+    checkpoint = rundir.rewind(run_dir, config) if resume else None
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_trainable_policy(config, checkpoint)
+    embedder = Embedder(config.embedder)
+    pool = Pool(embedder.dim, config.index_type, config.index_nlist, config.pool_max_size)
+    selfplay = SelfPlay(
+        config=config,
+        run_dir=run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        backend=TransformersBackend(model, tokenizer, config.temperature, config.top_p, config.generation_batch_size),
+        embedder=embedder,
+        verifier=Verifier(config.verify_timeout, config.verify_workers),
+        pool=pool,
+        updater=Updater(model, config, tokenizer.pad_token_id),
+        teacher_template=teacher_template,
+        student_template=student_template,
+        rng=np.random.default_rng(config.seed),
+        heldout=heldout,
+    )
+    if checkpoint is None:
+        pool.add(
+            [{"problem": s.problem, "answer": s.answer, "concepts": s.concepts, "step": 0, "seed": True} for s in seeds],
+            embedder.encode([s.problem for s in seeds]),
+        )
+    else:
+        restore(selfplay, checkpoint)
+        log.info("resumed from %s (step %d)", checkpoint.path, selfplay.step)
+    rundir.write_config(run_dir, config)  # only now: a failed restore leaves the run's saved settings as they were
+    return selfplay
+
+
+def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
+    """Optimizer, schedule, RNGs, pool and counters from `checkpoint` (the weights were loaded with the policy)."""
+    selfplay.updater.load_state_dict(checkpoint.trainer_state())
+    checkpoint.restore_rng(selfplay.rng)
+    selfplay.pool.load(checkpoint.pool_dir)
+    selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
+
+
+def save_checkpoint(selfplay: SelfPlay) -> rundir.Checkpoint:
+    config = selfplay.config
+    return rundir.save_checkpoint(
+        selfplay.run_dir, selfplay.step, model=selfplay.model, tokenizer=selfplay.tokenizer,
+        lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), numpy_rng=selfplay.rng,
+        pool=selfplay.pool, keep=config.keep_checkpoints,
+        state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
+               "pool_size": len(selfplay.pool)},
+    )
+
+
+def run(config: SelfPlayConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run self-play until `max_steps` (or forever when 0); returns the run directory."""
+    from tqdm import tqdm
+
+    from selfplay.tracking import Tracker
+
+    selfplay = build(config, resume)
+    tracker = Tracker(config, rundir.run_id(selfplay.run_dir), selfplay.run_dir)
+    bar = tqdm(total=config.max_steps or None, initial=selfplay.step, disable=not progress, unit="step")
+    try:
+        while not config.max_steps or selfplay.step < config.max_steps:
+            metrics = selfplay.run_step()
+            if selfplay.step % config.save_every == 0 or selfplay.step == config.max_steps:
+                save_checkpoint(selfplay)
+            tracker.log(metrics)
+            bar.update(1)
+            bar.set_postfix(
+                valid=f"{metrics['teacher/valid_fraction']:.2f}",
+                solve=f"{metrics.get('student/solve_rate_mean') or 0:.2f}",
+                band=f"{metrics.get('teacher/in_band_fraction') or 0:.2f}",
+                pool=metrics["pool/size"],
+            )
+    finally:
+        bar.close()
+        tracker.finish()
+        selfplay.verifier.close()
+    return selfplay.run_dir

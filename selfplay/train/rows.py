@@ -1,0 +1,63 @@
+"""The training rows of one step: every completion with its role-specific advantage (the paper's core idea),
+groups without signal dropped, and optionally the reference's selection of a few groups per role.
+
+A group is the set of completions that share a baseline: for the teacher, the completions of one teacher prompt;
+for the student, the solutions of one problem. Each role is normalised only within its own groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from selfplay.config import SelfPlayConfig
+from selfplay.train.advantages import group_advantages, group_stats, top_groups
+from selfplay.train.updater import TrainRow
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One completion, the reward it earned, and the group whose mean is its baseline."""
+
+    group: Hashable
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    reward: float
+
+
+@dataclass(frozen=True)
+class StepRows:
+    rows: list[TrainRow]  # teacher rows first, then student rows, each in completion order
+    groups_trained: dict[str, int]  # role -> groups that contributed rows
+
+
+def selected_groups(scored: Sequence[Scored], count: int, scores: dict[Hashable, float] | None) -> set[Hashable]:
+    """The reference's 'variance' selection: the `count` groups with signal that rank highest by `scores`
+    (by their reward std when `scores` is None)."""
+    stats = group_stats([s.reward for s in scored], [s.group for s in scored])
+    return top_groups(stats, scores if scores is not None else {g.key: g.std for g in stats}, count)
+
+
+def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
+              chosen: set[Hashable] | None = None) -> tuple[list[TrainRow], int]:
+    """Rows of one role with group-normalised advantages; zero-variance groups (and, when `chosen` is given,
+    groups outside it) are dropped, as are empty completions. Returns (rows, groups kept)."""
+    advantages, keep = group_advantages([s.reward for s in scored], [s.group for s in scored], normalize, eps)
+    if chosen is not None:
+        keep = [k and s.group in chosen for k, s in zip(keep, scored)]
+    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role) for s, a, k in zip(scored, advantages, keep)
+            if k and s.completion_ids]
+    return rows, len({s.group for s, k in zip(scored, keep) if k})
+
+
+def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: SelfPlayConfig,
+              problem_scores: dict[Hashable, float]) -> StepRows:
+    """`problem_scores`: per student group (problem), solvability + novelty, which 'variance' ranks problems by."""
+    chosen_teacher = chosen_student = None
+    if config.group_selection == "variance":
+        chosen_teacher = selected_groups(teacher, config.teacher_groups_per_step, None)
+        chosen_student = selected_groups(student, config.student_groups_per_step, problem_scores)
+    norm, eps = config.normalize_advantages, config.advantage_eps
+    teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher)
+    student_rows, student_groups = role_rows("student", student, norm, eps, chosen_student)
+    return StepRows(teacher_rows + student_rows, {"teacher": teacher_groups, "student": student_groups})

@@ -1,0 +1,56 @@
+"""Judging one problem's student answers: its reference answer, which answers match it, and the solve rate.
+
+The reference is, by `reference_answer` mode, the students' majority answer, the teacher's claimed answer, or the
+output of the teacher's program (program mode puts that output in the claim before judging). Pure given an
+equivalence checker `equal_many(pairs) -> verdicts`: the run passes the guarded `Verifier.equal_many`, tests may
+pass anything with the same contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from selfplay.verify.answers import cluster_answers
+
+EqualMany = Callable[[list[tuple[str, str]]], list[bool]]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    reference: str | None  # the answer correctness was judged against (None: no student gave one, majority mode)
+    correct: tuple[bool, ...]  # per student answer, in order
+
+    @property
+    def solve_rate(self) -> float | None:
+        return solve_rate(self.correct)
+
+
+def solve_rate(correct: Sequence[bool]) -> float | None:
+    """Share of all n solutions that are correct. Unparseable answers count as wrong (the reference dropped them
+    from the denominator, so 1 valid answer out of 8 looked like a solve rate of 1)."""
+    return sum(correct) / len(correct) if correct else None
+
+
+def majority_class(classes: Sequence[int | None]) -> int | None:
+    """The largest answer class; ties go to the class that appeared first. None if no answer was given."""
+    counts: dict[int, int] = {}
+    for c in classes:
+        if c is not None:
+            counts[c] = counts.get(c, 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=lambda c: (counts[c], -c))
+
+
+def judge(answers: Sequence[str | None], mode: str, claimed: str | None, equal_many: EqualMany) -> Judgement:
+    """`answers`: each solution's final answer (None: it gave none). `claimed`: the teacher's (or its program's)
+    answer, used by the 'teacher' and 'program' modes."""
+    if mode == "majority":
+        classes = cluster_answers(answers, equal_many)
+        top = majority_class(classes)
+        correct = tuple(top is not None and k == top for k in classes)
+        return Judgement(answers[classes.index(top)] if top is not None else None, correct)
+    given = [i for i, a in enumerate(answers) if a is not None]
+    verdicts = dict(zip(given, equal_many([(claimed, answers[i]) for i in given])))
+    return Judgement(claimed, tuple(verdicts.get(i, False) for i in range(len(answers))))

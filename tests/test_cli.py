@@ -1,0 +1,45 @@
+"""`--help` of run, eval and export shows every setting with its help and default, from the dataclasses."""
+
+import dataclasses
+
+import pytest
+
+from selfplay.cli import EvalCommand, ExportCommand, main
+from selfplay.config import SelfPlayConfig
+from selfplay.curriculum.export import ExportFilters
+from selfplay.eval.evaluate import EvalSettings
+
+
+def help_text(capsys, command: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # unwrap the formatter's line breaks
+
+
+def flags(*settings) -> list[str]:
+    return [f"--{f.name.replace('_', '-')}" for kind in settings for f in dataclasses.fields(kind)]
+
+
+def test_run_help_lists_every_config_key_with_its_default(capsys):
+    text = help_text(capsys, "run")
+    assert all(flag in text for flag in flags(SelfPlayConfig)), [f for f in flags(SelfPlayConfig) if f not in text]
+    assert "--learning-rate LEARNING_RATE AdamW learning rate. (default: 3e-07)" in text
+    assert "--student-samples STUDENT_SAMPLES Solutions per valid problem (>= 2). (default: 8)" in text
+    assert "--band-low BAND_LOW Lower edge of the learnable solve-rate band. (default: 0.5)" in text
+    assert "--config CONFIG" in text and "--resume" in text
+
+
+def test_eval_and_export_help_come_from_their_settings(capsys):
+    text = help_text(capsys, "eval")
+    assert all(flag in text for flag in flags(EvalCommand, EvalSettings))
+    assert "--n N Samples per problem. (default: 4)" in text and "(default: 0.95)" in text
+    text = help_text(capsys, "export")
+    assert all(flag in text for flag in flags(ExportCommand, ExportFilters))
+    assert "--format {jsonl,parquet,hf} Dataset format. (default: jsonl)" in text
+
+
+def test_export_refuses_push_without_hf_format(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--push-to-hub", "me/set"])
+    assert exit_.value.code == 2 and "--push-to-hub needs --format hf" in capsys.readouterr().err
