@@ -1,41 +1,67 @@
-"""Problems per second of the evaluator for the embedded model on CPU.
+"""Problems per second of the evaluator on each generation backend (embedded model, CPU).
 
-    python experiments/bench_eval.py [--bench mawps_singleop] [--limit 16] [--n 4] [--max-new-tokens 256]
+    python experiments/bench_eval.py [--bench mawps_singleop] [--limit 24] [--n 4] [--max-new-tokens 256]
 
-Last line: one JSON object (problems/s, samples/s, generated tokens/s, mean@n and pass@n of the run).
+Per backend: the model and engine are built once (`start_seconds`), then the same problems are evaluated and
+timed. Last line: one JSON object with problems/s and samples/s per backend, `backend_speedup`, mean@n and
+pass@n per backend (sampling differs between engines, so these differ by chance), and the projected minutes for
+all four MAWPS sets (2,061 problems) at the measured rate.
 """
 
 import argparse
 import json
 import time
 
-from selfplay.eval.evaluate import EvalSettings, benchmark_summary, evaluate_model
+from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
+from selfplay.eval.evaluate import EvalSettings, benchmark_summary, evaluate_items
+from selfplay.policy import engine_path, load_policy, make_backend
+from selfplay.roles import PromptTemplate
 from selfplay.verify import Verifier
+
+MAWPS_PROBLEMS = 2061
+
+
+def measure(backend_kind: str, args, verifier: Verifier) -> dict:
+    settings = EvalSettings(bench=args.bench, n=args.n, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                            generation_backend=backend_kind)
+    start = time.perf_counter()
+    model, tokenizer = load_policy(args.model)
+    backend = make_backend(settings, model, tokenizer, engine_path(args.model), settings.temperature, settings.top_p,
+                           settings.batch_size, settings.seed)
+    started = time.perf_counter() - start
+    items = load_benchmark(args.bench, resolve_benchmarks_dir(settings.benchmarks_dir), limit=args.limit)
+    template = PromptTemplate.load(settings.template)
+    try:
+        start = time.perf_counter()
+        results = evaluate_items(args.bench, items, backend, tokenizer, template, verifier, args.n, args.max_new_tokens)
+        seconds = time.perf_counter() - start
+    finally:
+        backend.close()
+    summary = benchmark_summary(results)
+    rate = len(results) / seconds
+    return {"start_seconds": round(started, 1), "seconds": round(seconds, 1), "problems_per_s": round(rate, 3),
+            "samples_per_s": round(rate * args.n, 2), f"mean@{args.n}": summary[f"mean@{args.n}"],
+            f"pass@{args.n}": summary[f"pass@{args.n}"], "full_mawps_minutes": round(MAWPS_PROBLEMS / rate / 60, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--bench", default="mawps_singleop")
-    parser.add_argument("--limit", type=int, default=16)
+    parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backends", default="transformers,vllm")
     args = parser.parse_args()
-    settings = EvalSettings(args.bench, n=args.n, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                            batch_size=args.batch_size)
+    results = {}
     with Verifier() as verifier:
-        evaluate_model(args.model, EvalSettings(args.bench, n=1, limit=1, max_new_tokens=8), verifier)  # warm-up
-        start = time.perf_counter()
-        results = evaluate_model(args.model, settings, verifier)
-        seconds = time.perf_counter() - start
-    problems = [r for rs in results.values() for r in rs]
-    summary = benchmark_summary(problems)
-    print(json.dumps({
-        "model": args.model, "bench": args.bench, "problems": len(problems), "n": args.n, "seconds": round(seconds, 1),
-        "problems_per_s": round(len(problems) / seconds, 3), "samples_per_s": round(len(problems) * args.n / seconds, 2),
-        f"mean@{args.n}": summary[f"mean@{args.n}"], f"pass@{args.n}": summary[f"pass@{args.n}"],
-    }))
+        for kind in args.backends.split(","):
+            results[kind] = measure(kind, args, verifier)
+            print(kind, json.dumps(results[kind]), flush=True)
+    summary = {"model": args.model, "bench": args.bench, "problems": args.limit, "n": args.n, "backends": results}
+    if {"vllm", "transformers"} <= set(results):
+        summary["backend_speedup"] = round(results["vllm"]["problems_per_s"] / results["transformers"]["problems_per_s"], 2)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,25 @@ class ConfigError(SelfPlayError, ValueError):
 
 
 @dataclass
-class SelfPlayConfig:
+class GenerationSettings:
+    """How completions are generated; shared by self-play runs and `selfplay eval`."""
+
+    generation_backend: Literal["auto", "transformers", "vllm"] = field(
+        default="auto", metadata={"help": "Generation engine; auto = vllm when it is installed, else transformers."})
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "vLLM weights dtype (auto: the model's). The trainer keeps its own "
+                                              "dtype; the gap is corrected by truncated importance sampling."})
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "Share of GPU memory vLLM may take (it shares the GPU with training)."})
+    vllm_kv_cache_gib: float = field(default=1.0, metadata={"help": "vLLM KV-cache size on CPU, in GiB."})
+    vllm_max_model_len: int = field(default=0, metadata={"help": "vLLM context length (0: the model's own)."})
+    vllm_enforce_eager: bool = field(
+        default=True, metadata={"help": "No graph compilation: starts in seconds (compiling takes minutes on CPU)."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine spans."})
+
+
+@dataclass
+class SelfPlayConfig(GenerationSettings):
     # --- run ---
     output_dir: str = field(default="runs/default", metadata={"help": "Run directory (created; resumable)."})
     max_steps: int = field(default=100, metadata={"help": "Self-play steps to run; 0 runs until stopped."})
@@ -108,6 +126,9 @@ class SelfPlayConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=0.5, metadata={"help": "Gradient clipping norm."})
     clip_epsilon: float = field(default=0.2, metadata={"help": "PPO ratio clip."})
+    importance_sampling_cap: float = field(
+        default=2.0, metadata={"help": "Truncated importance sampling: per-token weight trainer/sampler probability, "
+                                       "capped here, corrects for the sampler's numerics (vLLM kernels, dtype)."})
     kl_beta: float = field(default=0.0, metadata={"help": "KL-to-reference coefficient (0: no reference)."})
     updates_per_step: int = field(default=1, metadata={"help": "Optimizer passes over each step's batch."})
     train_micro_batch_size: int = field(default=4, metadata={"help": "Rows per forward/backward (accumulated)."})
@@ -169,6 +190,10 @@ class SelfPlayConfig:
         require(self.length_cap >= 1, "length_cap", "must be >= 1")
         require(self.max_concepts >= 1, "max_concepts", "must be >= 1")
         require(self.max_empty_steps >= 1, "max_empty_steps", "must be >= 1")
+        require(self.importance_sampling_cap >= 1.0, "importance_sampling_cap", "must be >= 1")
+        require(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
+        require(self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib", "must be positive")
+        require(self.vllm_tensor_parallel_size >= 1, "vllm_tensor_parallel_size", "must be >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -155,6 +155,8 @@ class SelfPlay:
         if rows.rows:
             with timer("update"):
                 update_stats = self.updater.step(rows.rows)
+            with timer("sync"):
+                self.backend.sync(self.model)
         else:
             log.warning("step %d: every group has zero reward variance; no update", self.step)
         with timer("pool"):
@@ -248,8 +250,9 @@ class SelfPlay:
 
     def training_rows(self, candidates: list[Candidate]) -> StepRows:
         """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index)."""
-        teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.reward) for c in candidates]
-        student = [Scored(k, s.sample.prompt_ids, s.sample.completion_ids, s.reward)
+        teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.sample.logprobs, c.reward)
+                   for c in candidates]
+        student = [Scored(k, s.sample.prompt_ids, s.sample.completion_ids, s.sample.logprobs, s.reward)
                    for k, c in enumerate(candidates) if c.valid for s in c.solutions]
         problem_scores = {k: c.terms.solvability + c.terms.novelty for k, c in enumerate(candidates) if c.valid}
         return step_rows(teacher, student, self.config, problem_scores)

@@ -16,7 +16,7 @@ from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
 from selfplay.loop import SelfPlay
 from selfplay.novelty import Embedder
-from selfplay.policy import EMBEDDED, TransformersBackend, load_policy, resolve_model
+from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_model
 from selfplay.roles import PromptTemplate
 from selfplay.train.updater import Updater, add_lora
 from selfplay.verify import Verifier
@@ -64,7 +64,8 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         run_dir=run_dir,
         model=model,
         tokenizer=tokenizer,
-        backend=TransformersBackend(model, tokenizer, config.temperature, config.top_p, config.generation_batch_size),
+        backend=make_backend(config, model, tokenizer, resolve_model(config.model), config.temperature, config.top_p,
+                             config.generation_batch_size, config.seed),
         embedder=embedder,
         verifier=Verifier(config.verify_timeout, config.verify_workers),
         pool=pool,
@@ -131,4 +132,5 @@ def run(config: SelfPlayConfig, resume: bool = False, progress: bool = True) -> 
         bar.close()
         tracker.finish()
         selfplay.verifier.close()
+        selfplay.backend.close()
     return selfplay.run_dir

@@ -20,6 +20,8 @@ TINY = dict(
     save_every=1,
     verify_timeout=5.0,
     seed=7,
+    vllm_kv_cache_gib=0.25,  # generation_backend stays 'auto': vLLM where it is installed, as users get it
+    vllm_max_model_len=1024,
 )
 
 

@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 import torch
@@ -33,7 +34,7 @@ def test_top_groups_by_score_among_groups_with_signal():
 
 
 def test_role_token_weights_give_each_role_equal_total_weight():
-    rows = [TrainRow([1], [1] * 10, 1.0, "teacher"), TrainRow([1], [1] * 30, 1.0, "teacher"), TrainRow([1], [1] * 5, 1.0, "student")]
+    rows = [TrainRow([1], [1] * n, 1.0, role, [0.0] * n) for n, role in ((10, "teacher"), (30, "teacher"), (5, "student"))]
     weights = role_token_weights(rows)
     teacher_total = weights[0] * 10 + weights[1] * 30
     student_total = weights[2] * 5
@@ -67,3 +68,18 @@ def test_kl_term_zero_at_reference_and_positive_away():
     assert same.item() == pytest.approx(0.0) and stats["kl"] == pytest.approx(0.0)
     away, stats = policy_loss(lp, lp, zero_adv, torch.ones(1, 2), torch.ones(1, 2), 0.2, lp - 1.0, kl_beta=0.1)
     assert away.item() > 0 and stats["kl"] == pytest.approx(np.exp(-1) + 1 - 1)
+
+
+def test_truncated_importance_sampling_weights_the_policy_term_by_the_capped_ratio():
+    trainer = torch.tensor([[-1.0, -1.0, -1.0]], requires_grad=True)
+    mask, weights, adv = torch.tensor([[1.0, 1.0, 0.0]]), torch.ones(1, 3), torch.tensor([1.0])
+    plain, _ = policy_loss(trainer, trainer.detach(), adv, mask, weights, 0.2)
+    # token 0: the sampler gave it more probability (weight e^-0.5); token 1: less, by a factor 3 > cap 2.
+    sampler = torch.tensor([[-0.5, -1.0 - math.log(3.0), -9.0]])
+    corrected, stats = policy_loss(trainer, trainer.detach(), adv, mask, weights, 0.2, sampler_logprobs=sampler, is_cap=2.0)
+    assert plain.item() == pytest.approx(-2.0)
+    assert corrected.item() == pytest.approx(-(math.exp(-0.5) + 2.0))
+    assert stats["is_truncated_fraction"] == pytest.approx(0.5)  # of the two completion tokens; the masked one ignored
+    assert stats["sampler_trainer_logprob_gap"] == pytest.approx((0.5 + math.log(3.0)) / 2)
+    same, stats = policy_loss(trainer, trainer.detach(), adv, mask, weights, 0.2, sampler_logprobs=trainer.detach())
+    assert same.item() == pytest.approx(plain.item()) and stats["sampler_trainer_logprob_gap"] == 0.0

@@ -80,5 +80,6 @@ def test_empty_pool_step_is_logged_and_skipped(tiny_config):
         metrics = selfplay.run_step()
     finally:
         selfplay.verifier.close()
+        selfplay.backend.close()
     assert metrics["skipped"] == "the pool is empty"
     assert [m["step"] for m in read_jsonl(selfplay.run_dir / "metrics.jsonl")] == [1]

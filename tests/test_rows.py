@@ -9,7 +9,7 @@ from selfplay.train.rows import Scored, role_rows, selected_groups, step_rows
 
 
 def scored(group, reward, completion=(5, 6)):
-    return Scored(group, [1, 2], list(completion), reward)
+    return Scored(group, [1, 2], list(completion), [-0.5] * len(completion), reward)
 
 
 def test_advantages_are_normalised_within_each_group_and_flat_groups_are_dropped():
@@ -19,6 +19,7 @@ def test_advantages_are_normalised_within_each_group_and_flat_groups_are_dropped
     assert [r.advantage for r in rows] == pytest.approx([0.5 / (std + 1e-4), -0.5 / (std + 1e-4)])
     assert groups == 1 and {r.role for r in rows} == {"teacher"}
     assert [r.completion_ids for r in rows] == [[5, 6], [5, 6]] and rows[0].prompt_ids == [1, 2]
+    assert rows[0].sampler_logprobs == [-0.5, -0.5]
 
 
 def test_centred_only_without_normalisation_and_empty_completions_dropped():

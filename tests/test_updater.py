@@ -15,32 +15,38 @@ def policy():
     return load_policy("embedded")
 
 
-def rows(tokenizer):
+def token_logprobs(model, prompt, completion) -> list[float]:
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
+    return logprobs[len(prompt) - 1 :].tolist()
+
+
+def rows(model, tokenizer):
+    """Rows as if sampled from `model` itself (its own log-probs as the sampler's)."""
     prompt = tokenizer("What is 2 + 3?", add_special_tokens=False)["input_ids"]
     good = tokenizer(" 5", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     bad = tokenizer(" seven hundred", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return [TrainRow(prompt, good, 1.0, "student"), TrainRow(prompt, bad, -1.0, "student"),
-            TrainRow(prompt, good, 0.5, "teacher")]
+    return [TrainRow(prompt, completion, advantage, role, token_logprobs(model, prompt, completion))
+            for completion, advantage, role in ((good, 1.0, "student"), (bad, -1.0, "student"), (good, 0.5, "teacher"))]
 
 
 def sequence_logprob(model, row):
-    ids = torch.tensor([row.prompt_ids + row.completion_ids])
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
-    return logprobs[len(row.prompt_ids) - 1 :].sum().item()
+    return sum(token_logprobs(model, row.prompt_ids, row.completion_ids))
 
 
 def test_full_fine_tuning_moves_probability_towards_positive_advantage(policy):
     import copy
 
     model, tokenizer = copy.deepcopy(policy[0]), policy[1]
-    batch = rows(tokenizer)
+    batch = rows(model, tokenizer)
     before = [sequence_logprob(model, r) for r in batch[:2]]
     config = SelfPlayConfig(learning_rate=1e-4, max_grad_norm=1.0, train_micro_batch_size=2)
     stats = Updater(model, config, tokenizer.pad_token_id).step(batch)
     after = [sequence_logprob(model, r) for r in batch[:2]]
     assert after[0] > before[0] and after[1] < before[1]
     assert stats["grad_norm"] > 0 and stats["clip_fraction"] == 0.0  # one update: ratio is 1
+    assert stats["sampler_trainer_logprob_gap"] < 1e-4 and stats["is_truncated_fraction"] == 0.0  # sampled on-policy
 
 
 def test_lora_trains_only_the_adapter_and_supports_kl_and_clipping(policy):
@@ -52,7 +58,7 @@ def test_lora_trains_only_the_adapter_and_supports_kl_and_clipping(policy):
     model = add_lora(base, config)
     frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
     adapter = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
-    stats = Updater(model, config, tokenizer.pad_token_id).step(rows(tokenizer))
+    stats = Updater(model, config, tokenizer.pad_token_id).step(rows(model, tokenizer))
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, dict(model.named_parameters())[k]) for k, v in adapter.items())
     # Later passes see a moved policy: the ratio leaves 1 and the KL to the adapter-free base is positive.

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from selfplay.config import BENCHMARKS_DIR, STUDENT_TEMPLATE
+from selfplay.config import BENCHMARKS_DIR, STUDENT_TEMPLATE, GenerationSettings
 from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
 from selfplay.files import atomic_write
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, summarize
-from selfplay.policy import TransformersBackend, load_policy, render_chat
+from selfplay.policy import engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
 from selfplay.verify import Verifier, extract_final_answer
 
@@ -61,8 +61,8 @@ def benchmark_summary(results: list[ProblemResult], seed: int = 0) -> dict:
     return summarize([r.correct for r in results], [r.majority_correct for r in results], seed=seed)
 
 
-@dataclass
-class EvalSettings:
+@dataclass(kw_only=True)
+class EvalSettings(GenerationSettings):
     bench: str = field(metadata={"help": "Comma-separated: gsm8k, math500, minerva_math, olympiadbench, aime24, "
                                          "aime25, amc23, mawps (its four sets) or mawps_singleop..., or a file or hub "
                                          "dataset id (with --question-field and --answer-field)."})
@@ -85,15 +85,18 @@ def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) 
 
     torch.manual_seed(settings.seed)
     model, tokenizer = load_policy(model_spec)
-    backend = TransformersBackend(model, tokenizer, settings.temperature, settings.top_p, settings.batch_size)
+    backend = make_backend(settings, model, tokenizer, engine_path(model_spec), settings.temperature, settings.top_p,
+                           settings.batch_size, settings.seed)
     template = PromptTemplate.load(settings.template)
     results = {}
-    for name in expand(settings.bench):
-        items = load_benchmark(name, resolve_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
-                               settings.answer_field, settings.limit)
-        results[slug(name)] = evaluate_items(
-            slug(name), items, backend, tokenizer, template, verifier, settings.n, settings.max_new_tokens, progress=True
-        )
+    try:
+        for name in expand(settings.bench):
+            items = load_benchmark(name, resolve_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
+                                   settings.answer_field, settings.limit)
+            results[slug(name)] = evaluate_items(slug(name), items, backend, tokenizer, template, verifier, settings.n,
+                                                 settings.max_new_tokens, progress=True)
+    finally:
+        backend.close()
     return results
 
 

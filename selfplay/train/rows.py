@@ -22,6 +22,7 @@ class Scored:
     group: Hashable
     prompt_ids: list[int]
     completion_ids: list[int]
+    sampler_logprobs: list[float]
     reward: float
 
 
@@ -45,8 +46,8 @@ def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
     advantages, keep = group_advantages([s.reward for s in scored], [s.group for s in scored], normalize, eps)
     if chosen is not None:
         keep = [k and s.group in chosen for k, s in zip(keep, scored)]
-    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role) for s, a, k in zip(scored, advantages, keep)
-            if k and s.completion_ids]
+    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role, s.sampler_logprobs)
+            for s, a, k in zip(scored, advantages, keep) if k and s.completion_ids]
     return rows, len({s.group for s, k in zip(scored, keep) if k})
 
 

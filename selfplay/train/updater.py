@@ -18,6 +18,7 @@ class TrainRow:
     completion_ids: list[int]
     advantage: float
     role: str  # "teacher" or "student"
+    sampler_logprobs: list[float]  # per completion token, as the generation backend sampled it
 
 
 def role_token_weights(rows: list[TrainRow]) -> list[float]:
@@ -58,20 +59,23 @@ class Updater:
         if config.kl_beta > 0 and not self.is_lora:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
 
-    def _batch(self, rows: list[TrainRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded input ids, attention mask, and a completion mask aligned with next-token log-probs."""
+    def _batch(self, rows: list[TrainRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded input ids, attention mask, and a completion mask and the sampler's log-probs, both aligned
+        with next-token log-probs."""
         width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         completion = torch.zeros((len(rows), width - 1))
+        sampler = torch.zeros((len(rows), width - 1))
         for i, row in enumerate(rows):
             sequence = row.prompt_ids + row.completion_ids
             ids[i, : len(sequence)] = torch.tensor(sequence)
             attention[i, : len(sequence)] = 1
             # log-prob index t scores token t+1, so completion tokens P..P+C-1 sit at P-1..P+C-2.
             completion[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = 1
+            sampler[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = torch.tensor(row.sampler_logprobs)
         device = self.model.device
-        return ids.to(device), attention.to(device), completion.to(device)
+        return ids.to(device), attention.to(device), completion.to(device), sampler.to(device)
 
     def _logprobs(self, model, ids, attention) -> torch.Tensor:
         return token_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids, self.config.temperature)
@@ -96,12 +100,13 @@ class Updater:
         use_kl = config.kl_beta > 0
         # With one update per batch the sampling policy is the current one, so old log-probs are the current
         # ones detached (ratio 1); with several, they are frozen once before the first update.
-        old = [self._frozen_logprobs(ids, att, False) for ids, att, _ in batches] if config.updates_per_step > 1 else None
-        refs = [self._frozen_logprobs(ids, att, True) for ids, att, _ in batches] if use_kl else None
+        old = [self._frozen_logprobs(ids, att, False) for ids, att, _, _ in batches] if config.updates_per_step > 1 else None
+        refs = [self._frozen_logprobs(ids, att, True) for ids, att, _, _ in batches] if use_kl else None
         self.model.train()
-        totals = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0}
+        averaged = ("clip_fraction", "kl", "sampler_trainer_logprob_gap", "is_truncated_fraction")
+        totals = {"loss": 0.0, "grad_norm": 0.0} | dict.fromkeys(averaged, 0.0)
         for _ in range(config.updates_per_step):
-            for b, (chunk, (ids, attention, mask)) in enumerate(zip(chunks, batches)):
+            for b, (chunk, (ids, attention, mask, sampler)) in enumerate(zip(chunks, batches)):
                 logprobs = self._logprobs(self.model, ids, attention)
                 advantages = torch.tensor([rows[i].advantage for i in chunk], device=ids.device)
                 token_weights = torch.tensor([weights[i] for i in chunk], device=ids.device).unsqueeze(1)
@@ -114,11 +119,13 @@ class Updater:
                     config.clip_epsilon,
                     refs[b] if refs is not None else None,
                     config.kl_beta,
+                    sampler,
+                    config.importance_sampling_cap,
                 )
                 loss.backward()
                 totals["loss"] += loss.item()
-                totals["clip_fraction"] += stats["clip_fraction"] / len(chunks)
-                totals["kl"] += stats["kl"] / len(chunks)
+                for key in averaged:
+                    totals[key] += stats[key] / len(chunks)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
             )
