@@ -1,7 +1,7 @@
 """The `selfplay` command: run, eval, export, report, seeds check.
 
-`run`, `eval` and `export` take their flags from dataclasses (`SelfPlayConfig`, `EvalSettings`, `ExportFilters`
-and the small command dataclasses below), so `--help` shows every setting with its help and default, and each
+`run`, `eval` and `export` take their flags from dataclasses (`SelfPlayConfig`, `EvalSettings` and `EvalCommand`,
+`ExportFilters` and `ExportTarget`), so `--help` shows every setting with its help and default, and each
 default lives once, in its dataclass.
 """
 
@@ -12,7 +12,6 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from selfplay import __version__
 
@@ -25,15 +24,6 @@ class EvalCommand:
     model: str = field(metadata={"help": "'embedded', a hub id, a folder, a run directory or a checkpoint."})
     out: str = field(metadata={"help": "Output folder (per_problem.jsonl, results.json, results.md)."})
     compare: str | None = field(default=None, metadata={"help": "A second model, compared with --model as the base."})
-
-
-@dataclass
-class ExportCommand:
-    out: str = field(metadata={"help": "Output file (jsonl, parquet) or folder (hf)."})
-    format: Literal["jsonl", "parquet", "hf"] = field(default="jsonl", metadata={"help": "Dataset format."})
-    shape: Literal["rl", "sft"] = field(default="rl", metadata={
-        "help": "rl: problem, reference answer and stats; sft: problem plus a verified solution as chat messages."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Also push the hf folder to this hub repo."})
 
 
 def _run(rest: list[str]) -> int:
@@ -69,9 +59,9 @@ def _eval(rest: list[str]) -> int:
 
 def _export(rest: list[str]) -> int:
     from selfplay.config import settings_parser
-    from selfplay.curriculum.export import ExportFilters, export
+    from selfplay.curriculum.export import ExportFilters, ExportTarget, export
 
-    parser = settings_parser(ExportCommand, ExportFilters, prog="selfplay export",
+    parser = settings_parser(ExportTarget, ExportFilters, prog="selfplay export",
                              description="Export a run's curriculum as a dataset.")
     parser.add_argument("run_dir", help="the run directory")
     command, filters, extra = parser.parse_args_into_dataclasses(rest)

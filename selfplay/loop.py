@@ -233,16 +233,14 @@ class SelfPlay:
         student_weights = rewards.StudentWeights(config.w_correct, config.w_student_format)
         for c in candidates:
             p = c.problem
-            c.terms = TeacherTerms(format=rewards.teacher_format(p.has_problem, p.has_answer, p.has_concepts))
-            if c.valid:
-                c.terms = dataclasses.replace(
-                    c.terms,
-                    solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low,
-                                                    config.band_high),
-                    novelty=c.novelty,
-                    length=rewards.length_term([len(s.sample.completion_ids) for s in c.solutions], config.length_cap,
-                                               any(s.answer for s in c.solutions)),
-                )
+            fmt = rewards.teacher_format(p.has_problem, p.has_answer, p.has_concepts)
+            c.terms = TeacherTerms(format=fmt) if not c.valid else TeacherTerms(
+                format=fmt,
+                solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low, config.band_high),
+                novelty=c.novelty,
+                length=rewards.length_term([len(s.sample.completion_ids) for s in c.solutions], config.length_cap,
+                                           any(s.answer for s in c.solutions)),
+            )
             c.reward = c.terms.total(teacher_weights)
             for s in c.solutions:
                 s.terms = StudentTerms(correct=float(s.correct), format=s.format_score)

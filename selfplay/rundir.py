@@ -107,7 +107,7 @@ def checkpoints(run_dir: Path) -> list[Checkpoint]:
     return sorted((Checkpoint(path) for path in found), key=lambda c: c.step)
 
 
-def find_checkpoint(path: Path) -> Checkpoint | None:
+def find_checkpoint(path: str | Path) -> Checkpoint | None:
     """The checkpoint a path names: a checkpoint folder, or a run directory's newest one; None for other paths."""
     path = Path(path).expanduser()
     if (path / CHECKPOINTS).is_dir():

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny self-play config on the real embedded model, embedder, FAISS index and verifier."""
 
 import pytest
+import torch
 
 from selfplay.config import SelfPlayConfig
 
@@ -23,6 +24,14 @@ TINY = dict(
     vllm_kv_cache_gib=0.25,  # generation_backend stays 'auto': vLLM where it is installed, as users get it
     vllm_max_model_len=1024,
 )
+
+
+def completion_logprobs(model, prompt_ids, completion_ids, temperature=1.0) -> torch.Tensor:
+    """The trainer's log-probability of each completion token under logits / temperature (one forward pass)."""
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(list(completion_ids))[:, None])[:, 0]
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from selfplay.cli import EvalCommand, ExportCommand, main
+from selfplay.cli import EvalCommand, main
 from selfplay.config import SelfPlayConfig
-from selfplay.curriculum.export import ExportFilters
+from selfplay.curriculum.export import ExportFilters, ExportTarget
 from selfplay.eval.evaluate import EvalSettings
 
 
@@ -35,7 +35,7 @@ def test_eval_and_export_help_come_from_their_settings(capsys):
     assert all(flag in text for flag in flags(EvalCommand, EvalSettings))
     assert "--n N Samples per problem. (default: 4)" in text and "(default: 0.95)" in text
     text = help_text(capsys, "export")
-    assert all(flag in text for flag in flags(ExportCommand, ExportFilters))
+    assert all(flag in text for flag in flags(ExportTarget, ExportFilters))
     assert "--format {jsonl,parquet,hf} Dataset format. (default: jsonl)" in text
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from selfplay.policy import TransformersBackend, load_policy, render_chat
+from tests.conftest import completion_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
 
@@ -19,10 +20,7 @@ def chat(tokenizer, text):
 
 
 def trainer_logprobs(model, sample, temperature):
-    ids = torch.tensor([sample.prompt_ids + sample.completion_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(sample.prompt_ids) - 1 : -1] / temperature
-    return torch.log_softmax(logits, -1).gather(1, torch.tensor(sample.completion_ids)[:, None])[:, 0]
+    return completion_logprobs(model, sample.prompt_ids, sample.completion_ids, temperature)
 
 
 def test_groups_follow_prompt_order_and_completions_stop_at_eos(policy):

@@ -6,6 +6,7 @@ import torch
 from selfplay.config import SelfPlayConfig
 from selfplay.policy import load_policy
 from selfplay.train.updater import TrainRow, Updater, add_lora
+from tests.conftest import completion_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
 
@@ -16,10 +17,7 @@ def policy():
 
 
 def token_logprobs(model, prompt, completion) -> list[float]:
-    ids = torch.tensor([prompt + completion])
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
-    return logprobs[len(prompt) - 1 :].tolist()
+    return completion_logprobs(model, prompt, completion).tolist()
 
 
 def rows(model, tokenizer):

@@ -11,6 +11,7 @@ import torch
 from selfplay.config import GenerationSettings, SelfPlayConfig
 from selfplay.policy import TransformersBackend, WeightSyncError, load_policy, render_chat, resolve_model
 from selfplay.train.updater import add_lora
+from tests.conftest import completion_logprobs
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,10 +58,7 @@ def greedy_vllm(engine, tokenizer, max_new_tokens=24):
 
 
 def trainer_logprobs(model, sample, temperature=1.0):
-    ids = torch.tensor([sample.prompt_ids + sample.completion_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(sample.prompt_ids) - 1 : -1] / temperature
-    return torch.log_softmax(logits, -1).gather(1, torch.tensor(sample.completion_ids)[:, None])[:, 0]
+    return completion_logprobs(model, sample.prompt_ids, sample.completion_ids, temperature)
 
 
 def test_samples_have_the_fields_and_shapes_of_the_transformers_backend(engine, policy):

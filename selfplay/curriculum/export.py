@@ -28,6 +28,15 @@ BATCH_ROWS = 10_000
 
 
 @dataclass
+class ExportTarget:
+    out: str = field(metadata={"help": "Output file (jsonl, parquet) or folder (hf)."})
+    format: ExportFormat = field(default="jsonl", metadata={"help": "Dataset format."})
+    shape: ExportShape = field(default="rl", metadata={
+        "help": "rl: problem, reference answer and stats; sft: problem plus a verified solution as chat messages."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Also push the hf folder to this hub repo."})
+
+
+@dataclass
 class ExportFilters:
     min_solve_rate: float | None = field(default=None, metadata={"help": "Lowest solve rate; None: the run's band_low."})
     max_solve_rate: float | None = field(default=None, metadata={"help": "Highest solve rate; None: the run's band_high."})

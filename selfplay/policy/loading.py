@@ -106,7 +106,7 @@ def load_tokenizer(name: str):
 def engine_path(name: str) -> str:
     """What a separate inference engine loads for a model spec: the model itself, or for a run directory or
     checkpoint its base model or full weights (the trained weights are pushed to the engine afterwards)."""
-    checkpoint = find_checkpoint(Path(name)) if Path(name).expanduser().is_dir() else None
+    checkpoint = find_checkpoint(name)
     if checkpoint is None:
         return resolve_model(name)
     return resolve_model(checkpoint.base_model) if checkpoint.is_lora else str(checkpoint.model_dir)
@@ -118,7 +118,7 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto"):
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    checkpoint = find_checkpoint(Path(name)) if Path(name).expanduser().is_dir() else None
+    checkpoint = find_checkpoint(name)
     if checkpoint is not None and not checkpoint.is_lora:
         return load_policy(str(checkpoint.model_dir), device, dtype)
     if checkpoint is not None:
