@@ -5,4 +5,5 @@ __version__ = "0.1.0"
 # Version of the run-directory layout. A run written by another layout version is refused on resume with a
 # message naming the file, instead of failing somewhere deep inside checkpoint loading.
 # 2: metric keys namespaced by role (teacher/, student/, pool/, update/, verify/), reward terms per problem.
-RUN_FORMAT_VERSION = 2
+# 3: the novelty archive (every valid problem) is saved apart from the pool (admitted problems only).
+RUN_FORMAT_VERSION = 3

@@ -115,14 +115,18 @@ class SelfPlayConfig(GenerationSettings):
         default="valid", metadata={"help": "Which new problems enter the pool."}
     )
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
-    dedup_threshold: float = field(default=0.95, metadata={"help": "Cosine at or above which a problem is a duplicate."})
+    dedup_threshold: float = field(default=0.95, metadata={
+        "help": "Cosine at or above which a problem is a near-duplicate (of the pool, or of a problem its prompt showed)."})
+    pool_dedup: bool = field(default=True, metadata={
+        "help": "Keep near-duplicates out of the pool; false admits every problem, duplicates too (the reference)."})
     index_type: Literal["flat", "hnsw", "ivf"] = field(default="flat", metadata={"help": "FAISS index kind."})
     index_nlist: int = field(default=256, metadata={"help": "IVF lists (index_type=ivf)."})
 
     # --- training ---
     learning_rate: float = field(default=3e-7, metadata={"help": "AdamW learning rate."})
-    lr_schedule: Literal["constant", "linear", "cosine"] = field(default="constant", metadata={"help": "LR decay."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up optimizer steps."})
+    lr_schedule: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
+        default="constant", metadata={"help": "LR schedule ('constant' ignores warmup_steps)."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up optimizer steps (all but 'constant')."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=0.5, metadata={"help": "Gradient clipping norm."})
     clip_epsilon: float = field(default=0.2, metadata={"help": "PPO ratio clip."})
@@ -139,6 +143,7 @@ class SelfPlayConfig(GenerationSettings):
         metadata={"help": "'all' trains every group with signal; 'variance' keeps the reference's selection."},
     )
     teacher_groups_per_step: int = field(default=1, metadata={"help": "Teacher groups kept by 'variance'."})
+    mask_concepts: bool = field(default=True, metadata={"help": "Keep the teacher's <concepts> block out of the loss."})
     student_groups_per_step: int = field(default=1, metadata={"help": "Student groups kept by 'variance'."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -181,6 +186,8 @@ class SelfPlayConfig(GenerationSettings):
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         require(self.novelty_top_k >= 1, "novelty_top_k", "must be >= 1")
         require(0 < self.dedup_threshold <= 1.0, "dedup_threshold", "must be in (0, 1]")
+        require(self.lr_schedule != "constant" or self.warmup_steps == 0, "warmup_steps",
+                "is ignored by lr_schedule 'constant': use 'constant_with_warmup'")
         require(self.learning_rate > 0, "learning_rate", "must be positive")
         require(self.train_micro_batch_size >= 1, "train_micro_batch_size", "must be >= 1")
         require(self.updates_per_step >= 1, "updates_per_step", "must be >= 1")

@@ -1,10 +1,12 @@
 """One self-play step, phase by phase, in the order of the data flow:
 
     pool --sample--> teacher prompts --generate--> completions --parse--> candidate problems (valid or not)
+    valid problems --embed--> echoes of a problem shown in their own prompt made invalid
     valid problems --generate--> student solutions --judge--> reference answer, correctness, solve rate
-    valid problems --embed + FAISS--> novelty
+    valid problems --FAISS archive--> novelty
     score: reward terms per role --> training rows with role-specific advantages --> one policy update
-    admitted problems --> pool;  every problem --> curriculum.jsonl;  figures --> metrics.jsonl
+    every valid problem --> novelty archive;  admitted problems --> pool (what the teacher is shown)
+    every problem --> curriculum.jsonl;  figures --> metrics.jsonl
 
 Every phase is timed into metrics.jsonl as `time/<phase>`. The rules each phase applies live in their rooms
 (`roles/` parse, `verify/judge.py`, `rewards.py`, `train/rows.py`, `curriculum/pool.py`); this file only
@@ -27,10 +29,14 @@ from selfplay.config import SelfPlayConfig
 from selfplay.curriculum.pool import Pool, eligible
 from selfplay.errors import SelfPlayError
 from selfplay.files import append_jsonl
-from selfplay.novelty import Embedder, novelty_scores
-from selfplay.policy import GenerationBackend, Sample, render_chat
+from selfplay.novelty import Archive, Embedder, novelty_scores
+from selfplay.policy import GenerationBackend, Sample, render_chat, tokens_in_span
 from selfplay.rewards import StudentTerms, TeacherTerms
-from selfplay.roles import PromptTemplate, TeacherProblem, parse_teacher, read_answer, with_program_output
+from selfplay.roles import (
+    PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo, shown_problems,
+    with_program_output,
+)
+from selfplay.verify.sandbox import run_program
 from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
@@ -66,11 +72,11 @@ class Candidate:
 
     teacher_prompt: int  # generate: index of the teacher prompt it came from (its advantage group)
     sample: Sample  # generate
-    problem: TeacherProblem  # parse (program mode: the program's output becomes the claimed answer)
+    problem: TeacherProblem  # parse (program mode: the program's output becomes the claimed answer); echoes
+    embedding: np.ndarray | None = None  # echoes (valid problems only)
     solutions: list[Solution] = field(default_factory=list)  # solve (valid problems only)
     reference: str | None = None  # judge
     solve_rate: float | None = None  # judge
-    embedding: np.ndarray | None = None  # novelty
     novelty: float | None = None  # novelty
     terms: TeacherTerms | None = None  # score
     reward: float | None = None  # score
@@ -84,7 +90,8 @@ class Candidate:
 @dataclass(frozen=True)
 class TeacherPrompt:
     ids: list[int]
-    request: str  # the text of its last user turn, to recognise echoes of it
+    request: str  # the text of its last user turn, to recognise echoes of its format
+    shown: list[str]  # the problems it shows in any turn (worked example included), to recognise copies of them
 
 
 class PhaseTimer:
@@ -111,7 +118,8 @@ class SelfPlay:
     backend: GenerationBackend
     embedder: Embedder
     verifier: Verifier
-    pool: Pool
+    pool: Pool  # what the teacher is shown: admitted problems (and the seeds)
+    archive: Archive  # what novelty is measured against: every valid problem so far (and the seeds)
     updater: Updater
     teacher_template: PromptTemplate
     student_template: PromptTemplate
@@ -136,6 +144,8 @@ class SelfPlay:
             candidates = self.parse(completions, prompts)
             if config.reference_answer == "program":
                 self.run_programs([c for c in candidates if c.valid])
+        with timer("echoes"):
+            self.reject_echoes([c for c in candidates if c.valid], prompts)
             valid = [c for c in candidates if c.valid]
         if valid:
             with timer("student_generate"):
@@ -182,13 +192,14 @@ class SelfPlay:
             shown = [e["problem"] for e in self.pool.sample(self.rng, config.teacher_examples)]
             messages = self.teacher_template.messages(problems=shown, need_answer=config.reference_answer != "majority",
                                                       need_program=config.reference_answer == "program")
-            prompts.append(TeacherPrompt(render_chat(self.tokenizer, messages), messages[-1]["content"]))
+            prompts.append(TeacherPrompt(render_chat(self.tokenizer, messages), messages[-1]["content"],
+                                         shown_problems(conversation(messages))))
         return prompts
 
     def parse(self, completions: list[list[Sample]], prompts: list[TeacherPrompt]) -> list[Candidate]:
         config = self.config
         return [
-            Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, config.min_problem_chars,
+            Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, prompts[p].shown, config.min_problem_chars,
                                                config.max_concepts, need_answer=config.reference_answer != "majority",
                                                need_program=config.reference_answer == "program"))
             for p, group in enumerate(completions)
@@ -197,11 +208,21 @@ class SelfPlay:
 
     def run_programs(self, candidates: list[Candidate]) -> None:
         """Program mode: the teacher's program, run in the sandbox, supplies the claimed answer."""
-        from selfplay.verify.sandbox import run_program
-
         for c in candidates:
             result = run_program(c.problem.program, self.config.program_timeout, self.config.program_memory_mb)
             c.problem = with_program_output(c.problem, result.answer, result.status)
+
+    def reject_echoes(self, candidates: list[Candidate], prompts: list[TeacherPrompt]) -> None:
+        """Embed the valid problems; one that is a near-duplicate of a problem its own prompt showed is invalid."""
+        if not candidates:
+            return
+        shown = sorted({text for c in candidates for text in prompts[c.teacher_prompt].shown})
+        vectors = self.embedder.encode([c.problem.problem for c in candidates] + shown)
+        problems, shown_vectors = vectors[: len(candidates)], dict(zip(shown, vectors[len(candidates):]))
+        for c, vector in zip(candidates, problems):
+            similarity = max((float(vector @ shown_vectors[text]) for text in prompts[c.teacher_prompt].shown),
+                             default=-1.0)
+            c.embedding, c.problem = vector, rejected_as_echo(c.problem, similarity, self.config.dedup_threshold)
 
     def solve(self, candidates: list[Candidate]) -> None:
         prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=c.problem.problem))
@@ -221,10 +242,9 @@ class SelfPlay:
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
-        vectors = self.embedder.encode([c.problem.problem for c in candidates])
-        scores = novelty_scores(vectors, self.pool.archive, self.config.novelty_top_k)
-        for c, vector, score in zip(candidates, vectors, scores):
-            c.embedding, c.novelty = vector, score
+        scores = novelty_scores(np.stack([c.embedding for c in candidates]), self.archive, self.config.novelty_top_k)
+        for c, score in zip(candidates, scores):
+            c.novelty = score
 
     def score(self, candidates: list[Candidate]) -> None:
         config = self.config
@@ -248,22 +268,34 @@ class SelfPlay:
 
     def training_rows(self, candidates: list[Candidate]) -> StepRows:
         """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index)."""
-        teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.sample.logprobs, c.reward)
+        teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.sample.logprobs, c.reward,
+                          self.concept_mask(c.sample.completion_ids) if self.config.mask_concepts else None)
                    for c in candidates]
         student = [Scored(k, s.sample.prompt_ids, s.sample.completion_ids, s.sample.logprobs, s.reward)
                    for k, c in enumerate(candidates) if c.valid for s in c.solutions]
         problem_scores = {k: c.terms.solvability + c.terms.novelty for k, c in enumerate(candidates) if c.valid}
-        return step_rows(teacher, student, self.config, problem_scores)
+        problem_groups = {k: c.teacher_prompt for k, c in enumerate(candidates) if c.valid}
+        return step_rows(teacher, student, self.config, problem_scores, problem_groups)
+
+    def concept_mask(self, completion_ids: list[int]) -> list[bool] | None:
+        """Loss mask of a teacher completion: every token but those of its <concepts> block."""
+        span = concept_span(self.tokenizer.decode(completion_ids, skip_special_tokens=True))
+        return None if span is None else [not inside for inside in tokens_in_span(self.tokenizer, completion_ids, span)]
 
     def grow_pool(self, candidates: list[Candidate]) -> None:
+        """Every valid problem joins the novelty archive (a repeat earns no novelty, in the band or not); only
+        those that pass admission join the pool the teacher is shown."""
         config = self.config
+        if candidates:
+            self.archive.add(np.stack([c.embedding for c in candidates]))
         admissible = [c for c in candidates if eligible(c.valid, c.solve_rate, config.pool_admission,
                                                         config.band_low, config.band_high)]
         if not admissible:
             return
         entries = [{"problem": c.problem.problem, "answer": c.reference, "concepts": c.problem.concepts,
                     "step": self.step, "seed": False} for c in admissible]
-        for i in self.pool.admit(entries, np.stack([c.embedding for c in admissible]), config.dedup_threshold):
+        threshold = config.dedup_threshold if config.pool_dedup else None
+        for i in self.pool.admit(entries, np.stack([c.embedding for c in admissible]), threshold):
             admissible[i].admitted = True
 
     def evaluate_heldout(self) -> dict:
@@ -295,6 +327,7 @@ class SelfPlay:
             "student/solve_rate_mean": _mean([c.solve_rate for c in valid]),
             "student/completion_tokens": sum(len(s.sample.completion_ids) for s in solutions),
             "pool/size": len(self.pool),
+            "archive/size": len(self.archive),
             "pool/admitted": sum(c.admitted for c in candidates),
             "update/rows": len(rows.rows),
             **{f"update/{role}_rows": sum(r.role == role for r in rows.rows) for role in ("teacher", "student")},

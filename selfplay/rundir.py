@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RUN_INFO, CONFIG, METRICS, CURRICULUM = "run.json", "config.yaml", "metrics.jsonl", "curriculum.jsonl"
 CHECKPOINTS = "checkpoints"
 MODEL, ADAPTER, TRAINER, RNG, POOL, STATE = "model", "adapter", "trainer.pt", "rng.pt", "pool", "state.json"
+ARCHIVE = "archive.faiss"
 
 
 class RunDirError(SelfPlayError):
@@ -74,6 +75,10 @@ class Checkpoint:
         return self.path / POOL
 
     @property
+    def archive_path(self) -> Path:
+        return self.path / ARCHIVE
+
+    @property
     def is_lora(self) -> bool:
         return self.adapter_dir.is_dir()
 
@@ -89,6 +94,8 @@ class Checkpoint:
         random.setstate(state["python"])
         numpy_rng.bit_generator.state = state["numpy"]
         torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda"])
 
     def _load(self, name: str):
         try:
@@ -121,7 +128,7 @@ def find_checkpoint(path: str | Path) -> Checkpoint | None:
 
 
 def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, trainer_state: dict,
-                    numpy_rng: np.random.Generator, pool, state: dict, keep: int) -> Checkpoint:
+                    numpy_rng: np.random.Generator, pool, archive, state: dict, keep: int) -> Checkpoint:
     """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`."""
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,9 +141,11 @@ def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, t
         model.save_pretrained(staging / MODEL)
         tokenizer.save_pretrained(staging / MODEL)
     torch.save(trainer_state, staging / TRAINER)
-    rng = {"python": random.getstate(), "numpy": numpy_rng.bit_generator.state, "torch": torch.get_rng_state()}
+    rng = {"python": random.getstate(), "numpy": numpy_rng.bit_generator.state, "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     torch.save(rng, staging / RNG)
     pool.save(staging / POOL)
+    archive.save(staging / ARCHIVE)
     write_json(staging / STATE, {**state, "step": step, "format_version": RUN_FORMAT_VERSION})
     final = folder / f"step-{step}"
     if final.exists():

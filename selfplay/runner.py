@@ -15,11 +15,11 @@ from selfplay.config import SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
 from selfplay.loop import SelfPlay
-from selfplay.novelty import Embedder
+from selfplay.novelty import Archive, Embedder
 from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_model
 from selfplay.roles import PromptTemplate
 from selfplay.train.updater import Updater, add_lora
-from selfplay.verify import Verifier
+from selfplay.verify import Verifier, sandbox
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
     student_template = PromptTemplate.load(config.student_template)
     if config.model != EMBEDDED:
         resolve_model(config.model)
+    if config.reference_answer == "program":
+        sandbox.require()
     heldout = []
     if config.eval_every:
         from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
@@ -59,6 +61,7 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
     model, tokenizer = load_trainable_policy(config, checkpoint)
     embedder = Embedder(config.embedder)
     pool = Pool(embedder.dim, config.index_type, config.index_nlist, config.pool_max_size)
+    archive = Archive(embedder.dim, config.index_type, config.index_nlist)
     selfplay = SelfPlay(
         config=config,
         run_dir=run_dir,
@@ -69,6 +72,7 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         embedder=embedder,
         verifier=Verifier(config.verify_timeout, config.verify_workers),
         pool=pool,
+        archive=archive,
         updater=Updater(model, config, tokenizer.pad_token_id),
         teacher_template=teacher_template,
         student_template=student_template,
@@ -76,10 +80,10 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         heldout=heldout,
     )
     if checkpoint is None:
-        pool.add(
-            [{"problem": s.problem, "answer": s.answer, "concepts": s.concepts, "step": 0, "seed": True} for s in seeds],
-            embedder.encode([s.problem for s in seeds]),
-        )
+        vectors = embedder.encode([s.problem for s in seeds])
+        pool.add([{"problem": s.problem, "answer": s.answer, "concepts": s.concepts, "step": 0, "seed": True}
+                  for s in seeds], vectors)
+        archive.add(vectors)
     else:
         restore(selfplay, checkpoint)
         log.info("resumed from %s (step %d)", checkpoint.path, selfplay.step)
@@ -92,6 +96,7 @@ def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
     selfplay.updater.load_state_dict(checkpoint.trainer_state())
     checkpoint.restore_rng(selfplay.rng)
     selfplay.pool.load(checkpoint.pool_dir)
+    selfplay.archive.load(checkpoint.archive_path)
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
 
 
@@ -100,9 +105,9 @@ def save_checkpoint(selfplay: SelfPlay) -> rundir.Checkpoint:
     return rundir.save_checkpoint(
         selfplay.run_dir, selfplay.step, model=selfplay.model, tokenizer=selfplay.tokenizer,
         lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), numpy_rng=selfplay.rng,
-        pool=selfplay.pool, keep=config.keep_checkpoints,
+        pool=selfplay.pool, archive=selfplay.archive, keep=config.keep_checkpoints,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
-               "pool_size": len(selfplay.pool)},
+               "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive)},
     )
 
 

@@ -61,6 +61,17 @@ def test_policy_loss_clips_ratio():
     assert new.grad.item() == 0.0 and stats["clip_fraction"] == 1.0
 
 
+def test_clip_fraction_counts_only_tokens_where_the_clipped_branch_is_taken():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 0.5]]))  # ratios 1.5, 0.5, 0.5: all outside [0.8, 1.2]
+    advantages = torch.tensor([1.0])
+    _, stats = policy_loss(new, old, advantages, torch.ones(1, 3), torch.ones(1, 3), 0.2)
+    # A > 0: ratio 1.5 is cut to 1.2 (clipped branch); ratio 0.5 keeps its own gradient (min takes 0.5 < 0.8)
+    assert stats["clip_fraction"] == pytest.approx(1 / 3)
+    _, stats = policy_loss(new, old, -advantages, torch.ones(1, 3), torch.ones(1, 3), 0.2)
+    assert stats["clip_fraction"] == pytest.approx(2 / 3)  # A < 0: the low ratios are the clipped ones
+
+
 def test_kl_term_zero_at_reference_and_positive_away():
     lp = torch.tensor([[-1.0, -1.0]])
     zero_adv = torch.tensor([0.0])

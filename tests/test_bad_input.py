@@ -39,6 +39,13 @@ def test_model_path_missing_output_dir_a_file_and_nothing_to_resume(tmp_path, ca
     assert "holds no run to resume" in error_of(capsys, ["run", "--output-dir", str(tmp_path / "none"), "--resume"])
 
 
+def test_program_mode_without_a_sandbox_refuses_to_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap to be found
+    error = error_of(capsys, ["run", "--reference-answer", "program", "--output-dir", str(tmp_path / "r")])
+    assert "program mode needs bubblewrap" in error and "apt-get install bubblewrap" in error
+    assert not (tmp_path / "r").exists()
+
+
 def test_run_from_another_version_and_corrupt_checkpoint(short_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(short_run, copy)

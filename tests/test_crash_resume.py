@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from selfplay.curriculum.pool import Pool
 from selfplay.files import read_jsonl
+from selfplay.novelty import Archive
 from selfplay.rundir import checkpoints
 from tests.conftest import TINY
 
@@ -101,3 +102,6 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         pool = Pool(384)
         pool.load(checkpoint.pool_dir)  # raises if pool.jsonl, embeddings.npy and index.faiss disagree
         assert len(pool) == len(pool.archive) == len(pool.embeddings) == checkpoint.state["pool_size"]
+        archive = Archive(384)
+        archive.load(checkpoint.archive_path)
+        assert len(archive) == checkpoint.state["archive_size"] >= len(pool)

@@ -62,3 +62,22 @@ def test_top_p_logprobs_are_renormalised_over_the_nucleus(policy):
     # within the nucleus the sampled token is at least as likely as under the full distribution
     assert all(r >= f - 1e-5 for r, f in zip(sample.logprobs, full.tolist()))
     assert any(r > f + 1e-3 for r, f in zip(sample.logprobs, full.tolist()))
+
+
+def test_a_template_that_rejects_system_turns_gets_the_system_text_in_the_first_user_turn():
+    import copy
+
+    from selfplay.policy import EMBEDDED, load_tokenizer
+
+    tokenizer = copy.deepcopy(load_tokenizer(EMBEDDED))
+    tokenizer.chat_template = (  # Gemma's way: a system turn raises
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]
+    assert tokenizer.decode(render_chat(tokenizer, messages)) == (
+        "<user>Be brief.\n\nHi</user><assistant>Hello</assistant><user>Bye</user><assistant>")
+    tokenizer.chat_template = "{{ raise_exception('broken template') }}"
+    with pytest.raises(Exception, match="broken template"):  # other template errors are not swallowed
+        render_chat(tokenizer, messages[1:])

@@ -3,7 +3,11 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfplay.roles import PromptTemplate, parse_teacher, read_answer
+from selfplay.novelty import Embedder
+from selfplay.policy import EMBEDDED, load_tokenizer, tokens_in_span
+from selfplay.roles import (
+    PromptTemplate, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo, shown_problems,
+)
 from selfplay.roles.teacher import TeacherProblem
 from selfplay.verify import extract_final_answer
 
@@ -12,12 +16,14 @@ TAGS = ["<problem>", "</problem>", "<answer>", "</answer>", "<concepts>", "</con
 tagged_text = st.lists(st.one_of(st.sampled_from(TAGS), st.text(max_size=30)), max_size=40).map("".join)
 
 
-PROMPT = PromptTemplate.load("prompts/teacher.yaml").messages(problems=["What is 1 + 1?"], need_answer=True,
-                                                              need_program=False)[-1]["content"]
+MESSAGES = PromptTemplate.load("prompts/teacher.yaml").messages(problems=["What is 1 + 1?"], need_answer=True,
+                                                               need_program=False)
+PROMPT, SHOWN = MESSAGES[-1]["content"], shown_problems(conversation(MESSAGES))
+WORKED_EXAMPLE = "A box holds 6 rows of 5 pencils. How many pencils are in the box?"  # prompts/teacher.yaml
 
 
 def parse(text, need_answer=False, need_program=False):
-    return parse_teacher(text, PROMPT, 10, 3, need_answer, need_program)
+    return parse_teacher(text, PROMPT, SHOWN, 10, 3, need_answer, need_program)
 
 
 def test_valid_completion():
@@ -41,6 +47,37 @@ def test_repeated_blocks_take_the_first_and_concepts_are_capped():
     p = parse("<problem>First problem text here?</problem><problem>Second one text?</problem>"
               "<concepts>a, b, c, d, e</concepts>")
     assert p.problem == "First problem text here?" and p.concepts == ["a", "b", "c"]
+
+
+def test_a_copy_of_the_worked_example_or_its_shown_problem_is_an_echo():
+    # The worked example lives in earlier turns than the request: an echo check on the last turn alone missed it.
+    for shown in (WORKED_EXAMPLE, "Tom has 3 apples and buys 4 more. How many apples does he have?"):
+        assert parse(f"<problem>{shown.upper()}</problem>\n<answer>30</answer>").reason.startswith("repeats its prompt")
+    assert {"What is 1 + 1?", WORKED_EXAMPLE} <= set(SHOWN)
+
+
+def test_a_near_duplicate_of_a_shown_problem_is_an_echo():
+    embedder = Embedder()
+    paraphrase = "A box holds 6 rows of 5 pencils. How many pencils does the box hold?"
+    other = "A train travels 60 km in 2 hours. What is its speed?"
+    vectors = embedder.encode([WORKED_EXAMPLE, paraphrase, other])
+    problem = TeacherProblem(problem=paraphrase, valid=True)
+    echo = rejected_as_echo(problem, float(vectors[0] @ vectors[1]), threshold=0.95)
+    assert not echo.valid and echo.reason.startswith("near-duplicate of a problem shown in its prompt (cosine 0.98")
+    assert rejected_as_echo(problem, float(vectors[0] @ vectors[2]), threshold=0.95) is problem
+
+
+def test_the_concepts_block_is_found_in_tokens_even_when_bpe_merges_its_edges():
+    tokenizer = load_tokenizer(EMBEDDED)
+    for before, after in (("\n", "\nThanks"), ("", "!"), ("x", "")):  # tags glued to neighbouring text
+        text = f"<problem>How many legs do 3 cats have?</problem>{before}<concepts>multiplication, animals</concepts>{after}"
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        inside = tokens_in_span(tokenizer, ids, concept_span(tokenizer.decode(ids, skip_special_tokens=True)))
+        masked = tokenizer.decode([t for t, k in zip(ids, inside) if k])
+        kept = tokenizer.decode([t for t, k in zip(ids, inside) if not k])
+        assert "<concepts>multiplication, animals</concepts>" in masked and "concepts" not in kept and "cats" in kept
+        assert kept.endswith(tokenizer.eos_token)
+    assert concept_span("<problem>no concepts here</problem>") is None
 
 
 def test_echo_of_the_prompt_format_is_invalid_and_placeholders_are_not_fields():

@@ -84,3 +84,33 @@ def test_admit_rejects_near_duplicates_of_the_pool_and_of_each_other():
     entries = [{"problem": name, "seed": False} for name in ("near old", "new", "same as new", "other")]
     assert pool.admit(entries, vectors, dedup_threshold=0.95) == [1, 3]
     assert [e["problem"] for e in pool.entries] == ["old", "new", "other"] and len(pool.archive) == 3
+
+
+def test_a_threshold_of_one_catches_every_exact_duplicate_and_none_admits_everything():
+    embedder_like = unit(200, dim=384, seed=3)
+    # The same texts embedded again: float32 cosines of identical vectors land a few ulps either side of 1.0.
+    again = (embedder_like.astype(np.float64) * (1 + 1e-7)).astype(np.float32)
+    archive = Archive(384)
+    archive.add(embedder_like)
+    sims, _ = archive.search(again, 1)
+    assert (sims[:, 0] < 1.0).any(), "the test needs cosines just under 1.0"
+    assert not_near_duplicates(again, archive, threshold=1.0) == []
+    pool = Pool(384)
+    pool.add(entries(200), embedder_like)
+    assert pool.admit(entries(200, start=200), again, dedup_threshold=None) == list(range(200))
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_every_index_kind_saves_and_loads_to_the_same_answers(tmp_path, index_type):
+    vectors = unit(400)
+    archive = Archive(16, index_type, nlist=8)
+    archive.add(vectors)
+    archive.save(tmp_path / "index.faiss")
+    loaded = Archive(16, index_type, nlist=8)
+    loaded.load(tmp_path / "index.faiss")
+    assert type(loaded.index) is type(archive.index) and len(loaded) == 400
+    queries = unit(20, seed=1)
+    for expected, got in zip(archive.search(queries, 5), loaded.search(queries, 5)):
+        np.testing.assert_array_equal(expected, got)
+    loaded.add(unit(5, seed=2))  # a loaded index keeps growing
+    assert len(loaded) == 405

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from selfplay.config import SelfPlayConfig
-from selfplay.train.rows import Scored, role_rows, selected_groups, step_rows
+from selfplay.train.rows import Scored, role_rows, selected_groups, step_rows, teacher_group_scores
 
 
 def scored(group, reward, completion=(5, 6)):
@@ -34,20 +34,28 @@ def test_chosen_groups_restrict_the_rows():
     assert groups == 1 and len(rows) == 2 and rows[0].advantage > 0
 
 
-def test_variance_selection_ranks_by_std_or_by_the_given_scores():
+def test_variance_selection_ranks_groups_with_signal_by_the_given_scores():
     items = [scored(0, 1.0), scored(0, 0.9), scored(1, 1.0), scored(1, 0.0), scored(2, 0.3), scored(2, 0.3)]
-    assert selected_groups(items, 1, None) == {1}  # group 1 has the widest spread; group 2 has no signal
     assert selected_groups(items, 1, {0: 5.0, 1: 1.0, 2: 9.0}) == {0}  # 2 ranks higher but has no signal
-    assert selected_groups(items, 5, None) == {0, 1}
+    assert selected_groups(items, 5, {0: 5.0, 1: 1.0, 2: 9.0}) == {0, 1}
+
+
+def test_teacher_groups_rank_by_the_population_variance_of_their_problems_scores():
+    # problems 0, 1 from teacher group "a" (c = 0.2, 1.0); problems 2, 3 from "b" (c = 0.5, 0.6); "c" has none
+    scores = teacher_group_scores({0: 0.2, 1: 1.0, 2: 0.5, 3: 0.6}, {0: "a", 1: "a", 2: "b", 3: "b"}, ["a", "b", "c"])
+    assert scores == pytest.approx({"a": 0.16, "b": 0.0025, "c": -1.0})  # population (not sample) variance
 
 
 def test_step_rows_keeps_teacher_rows_first_and_counts_groups_per_role():
     teacher = [scored(0, 1.0), scored(0, 0.0), scored(1, 0.2), scored(1, 0.8)]
     student = [scored(0, 1.0), scored(0, 0.0), scored(3, 1.0), scored(3, 1.0)]
-    everything = step_rows(teacher, student, SelfPlayConfig(), {0: 0.1, 3: 0.9})
+    problems = {0: 0.1, 3: 0.9}  # problem 0 came from teacher group 1, problem 3 from group 0 (one problem: var 0)
+    everything = step_rows(teacher, student, SelfPlayConfig(), problems, {0: 1, 3: 0})
     assert [r.role for r in everything.rows] == ["teacher"] * 4 + ["student"] * 2
     assert everything.groups_trained == {"teacher": 2, "student": 1}
-    reference = step_rows(teacher, student, SelfPlayConfig(group_selection="variance"), {0: 0.1, 3: 0.9})
-    # teacher: group 0's rewards (1, 0) spread wider than group 1's (0.2, 0.8); student: only problem 0 has signal
+    reference = step_rows(teacher, student, SelfPlayConfig(group_selection="variance"), {0: 0.1, 3: 0.9, 4: 0.5},
+                          {0: 1, 3: 0, 4: 1})
+    # teacher: group 1's problems' scores (0.1, 0.5) vary, group 0's single one does not, whatever the rewards'
+    # spread; student: only problem 0 has signal
     assert reference.groups_trained == {"teacher": 1, "student": 1}
-    assert [r.advantage > 0 for r in reference.rows if r.role == "teacher"] == [True, False]
+    assert [r.advantage > 0 for r in reference.rows if r.role == "teacher"] == [False, True]

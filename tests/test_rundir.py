@@ -34,7 +34,7 @@ def pool_of(size: int) -> Pool:
 
 def save(run_dir, step, policy, pool, keep=2, rng=None):
     return rundir.save_checkpoint(run_dir, step, model=policy, tokenizer=None, lora=True, trainer_state={"s": step},
-                                  numpy_rng=rng or np.random.default_rng(0), pool=pool, keep=keep,
+                                  numpy_rng=rng or np.random.default_rng(0), pool=pool, archive=pool.archive, keep=keep,
                                   state={"base_model": "tiny", "pool_size": len(pool)})
 
 

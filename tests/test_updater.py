@@ -5,7 +5,7 @@ import torch
 
 from selfplay.config import SelfPlayConfig
 from selfplay.policy import load_policy
-from selfplay.train.updater import TrainRow, Updater, add_lora
+from selfplay.train.updater import TrainRow, Updater, add_lora, role_token_weights
 from tests.conftest import completion_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
@@ -48,6 +48,7 @@ def test_full_fine_tuning_moves_probability_towards_positive_advantage(policy):
 
 
 def test_lora_trains_only_the_adapter_and_supports_kl_and_clipping(policy):
+    # Clipping acts only from the second pass on (updates_per_step > 1): the first pass's ratio is exactly 1.
     import copy
 
     base = copy.deepcopy(policy[0])
@@ -60,4 +61,16 @@ def test_lora_trains_only_the_adapter_and_supports_kl_and_clipping(policy):
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, dict(model.named_parameters())[k]) for k, v in adapter.items())
     # Later passes see a moved policy: the ratio leaves 1 and the KL to the adapter-free base is positive.
-    assert stats["kl"] > 0 and stats["clip_fraction"] >= 0.0
+    assert stats["kl"] > 0 and stats["clip_fraction"] > 0.0
+
+
+def test_masked_tokens_stay_out_of_the_loss_and_of_the_role_token_count(policy):
+    model, tokenizer = policy
+    good, _, teacher = rows(model, tokenizer)
+    mask = [i % 2 == 0 for i in range(len(teacher.completion_ids))]
+    masked = TrainRow(teacher.prompt_ids, teacher.completion_ids, 1.0, "teacher", teacher.sampler_logprobs, mask)
+    _, _, completion, _ = Updater(model, SelfPlayConfig(), tokenizer.pad_token_id)._batch([masked, good])
+    start = len(masked.prompt_ids) - 1  # log-prob index t scores token t + 1
+    assert completion[0, start : start + len(mask)].tolist() == [float(m) for m in mask]
+    assert completion[0].sum() == sum(mask) and completion[1].sum() == len(good.completion_ids)
+    assert role_token_weights([masked, good]) == [1 / (2 * sum(mask)), 1 / (2 * len(good.completion_ids))]

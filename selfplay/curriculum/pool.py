@@ -40,10 +40,13 @@ class Pool:
         self.archive.add(vectors)
         self._evict()
 
-    def admit(self, entries: list[dict], vectors: np.ndarray, dedup_threshold: float) -> list[int]:
+    def admit(self, entries: list[dict], vectors: np.ndarray, dedup_threshold: float | None) -> list[int]:
         """Add the entries that are not near-duplicates (cosine >= `dedup_threshold`) of the pool or of each
-        other; returns the indices admitted."""
-        admitted = not_near_duplicates(vectors, self.archive, dedup_threshold)
+        other, or all of them when `dedup_threshold` is None; returns the indices admitted."""
+        if dedup_threshold is None:
+            admitted = list(range(len(entries)))
+        else:
+            admitted = not_near_duplicates(vectors, self.archive, dedup_threshold)
         self.add([entries[i] for i in admitted], vectors[admitted] if admitted else vectors[:0])
         return admitted
 

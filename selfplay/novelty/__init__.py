@@ -22,15 +22,24 @@ def neighbour_similarities(candidates: np.ndarray, archive: Archive, top_k: int)
     return result
 
 
+# float32 cosines of identical texts land a few ulps either side of 1.0: without the tolerance, a threshold of 1.0
+# caught only a random part of the exact duplicates.
+COSINE_TOLERANCE = 1e-5
+
+
+def is_near_duplicate(similarity: float, threshold: float) -> bool:
+    return similarity >= threshold - COSINE_TOLERANCE
+
+
 def not_near_duplicates(vectors: np.ndarray, archive: Archive, threshold: float) -> list[int]:
-    """Indices of the vectors to keep: cosine below `threshold` to everything in the archive and to every
-    earlier kept vector of the same batch."""
+    """Indices of the vectors to keep: not a near-duplicate (`is_near_duplicate`) of anything in the archive or
+    of an earlier kept vector of the same batch."""
     sims, ids = archive.search(vectors, 1)
     kept: list[int] = []
     for i in range(len(vectors)):
         archive_max = float(sims[i, 0]) if sims.shape[1] and ids[i, 0] >= 0 else -1.0
         peer_max = max((float(vectors[i] @ vectors[j]) for j in kept), default=-1.0)
-        if max(archive_max, peer_max) < threshold:
+        if not is_near_duplicate(max(archive_max, peer_max), threshold):
             kept.append(i)
     return kept
 
@@ -39,4 +48,5 @@ def novelty_scores(candidates: np.ndarray, archive: Archive, top_k: int) -> list
     return [novelty(sims, top_k) for sims in neighbour_similarities(candidates, archive, top_k)]
 
 
-__all__ = ["Archive", "Embedder", "neighbour_similarities", "not_near_duplicates", "novelty_scores"]
+__all__ = ["Archive", "Embedder", "is_near_duplicate", "neighbour_similarities", "not_near_duplicates",
+           "novelty_scores"]

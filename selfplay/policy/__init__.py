@@ -2,6 +2,7 @@
 
 from selfplay.policy.generation import (
     GenerationBackend, Sample, TransformersBackend, WeightSyncError, make_backend, render_chat, resolve_backend,
+    tokens_in_span,
 )
 from selfplay.policy.loading import (
     EMBEDDED, ModelNotFoundError, engine_path, load_policy, load_tokenizer, resolve_model,
@@ -10,4 +11,5 @@ from selfplay.policy.loading import (
 __all__ = [
     "EMBEDDED", "GenerationBackend", "engine_path", "ModelNotFoundError", "Sample", "TransformersBackend", "WeightSyncError",
     "load_policy", "load_tokenizer", "make_backend", "render_chat", "resolve_backend", "resolve_model",
+    "tokens_in_span",
 ]

@@ -4,6 +4,7 @@ samples from the training model itself; `VLLMBackend` (vllm_backend.py) runs a c
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,6 +71,20 @@ def render_chat(tokenizer, messages: list[dict]) -> list[int]:
         merged = dict(messages[1], content=messages[0]["content"] + "\n\n" + messages[1]["content"])
         text = tokenizer.apply_chat_template([merged, *messages[2:]], add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokens_in_span(tokenizer, ids: list[int], span: tuple[int, int]) -> list[bool]:
+    """Which tokens of `ids` decode, at least in part, into characters [start, end) of `decode(ids)`. Found by
+    binary search over decoded prefixes (their length only grows), so BPE merges across the span's edges count
+    the merged token in, and a long completion costs a few dozen decodes."""
+    start, end = span
+
+    def decoded_end(i: int) -> int:
+        return len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))
+
+    first = bisect.bisect_right(range(len(ids)), start, key=decoded_end)  # first token ending past `start`
+    last = bisect.bisect_left(range(len(ids)), end, key=decoded_end)  # first token reaching `end`
+    return [first <= i <= last for i in range(len(ids))]
 
 
 class TransformersBackend:

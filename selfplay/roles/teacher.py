@@ -10,6 +10,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from selfplay.novelty import is_near_duplicate
 from selfplay.verify.answers import normalize
 
 MAX_PROBLEM_CHARS = 2000
@@ -48,15 +49,33 @@ def _block(text: str, tag: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def prompt_blocks(prompt_text: str) -> set[str]:
+_BLOCKS = re.compile(r"<\s*(\w+)\s*>(.*?)<\s*/\s*\1\s*>", re.DOTALL)
+
+
+def prompt_blocks(request: str) -> set[str]:
     """Normalised contents of every tagged block in the teacher's request: the problems it was shown and the
-    format placeholders ("the new problem", "its final answer"). A completion repeating one is an echo."""
-    return {normalize_text(m.group(2)) for m in re.finditer(r"<\s*(\w+)\s*>(.*?)<\s*/\s*\1\s*>", prompt_text, re.DOTALL)}
+    format placeholders ("the new problem", "its final answer"). A field repeating one verbatim is an echo."""
+    return {normalize_text(m.group(2)) for m in _BLOCKS.finditer(request)}
+
+
+def shown_problems(prompt_text: str) -> list[str]:
+    """The problems a teacher prompt shows (its <example> and <problem> blocks, in every turn), to which a new
+    problem must not be a near-duplicate."""
+    return list(dict.fromkeys(m.group(2).strip() for m in _BLOCKS.finditer(prompt_text)
+                              if m.group(1).lower() in ("example", "problem")))
+
+
+def concept_span(completion: str) -> tuple[int, int] | None:
+    """Character span of the first complete <concepts>...</concepts> block, tags included (the parser reads the
+    same block). The reference keeps these tokens out of the loss: concepts label a problem, they are not it."""
+    match = re.search(r"<\s*concepts\s*>.*?<\s*/\s*concepts\s*>", completion[:MAX_SCAN_CHARS], re.IGNORECASE | re.DOTALL)
+    return match.span() if match else None
 
 
 def parse_teacher(
     completion: str,
-    prompt_text: str,
+    request: str,
+    shown: list[str],
     min_problem_chars: int,
     max_concepts: int,
     need_answer: bool,
@@ -65,7 +84,7 @@ def parse_teacher(
     text = completion[:MAX_SCAN_CHARS].replace("\x00", "")
     problem, answer = _block(text, "problem"), _block(text, "answer")
     concepts_text, program = _block(text, "concepts"), _block(text, "program")
-    echoes = prompt_blocks(prompt_text)
+    echoes = prompt_blocks(request)
     concepts = []
     if concepts_text and "\n" not in concepts_text and not _TAG.search(concepts_text) and normalize_text(concepts_text) not in echoes:
         concepts = [c.strip().lower() for c in concepts_text.split(",") if c.strip()][:max_concepts]
@@ -87,7 +106,7 @@ def parse_teacher(
         return invalid("problem too short")
     if len(problem) > MAX_PROBLEM_CHARS:
         return invalid("problem too long")
-    if normalize_text(problem) in echoes:
+    if normalize_text(problem) in echoes | {normalize_text(s) for s in shown}:
         return invalid("repeats its prompt (a shown problem or the format's placeholder)")
     if need_answer and result.answer is None:
         return invalid("no <answer> block")
@@ -103,6 +122,15 @@ def with_program_output(problem: TeacherProblem, output: str | None, status: str
     if output is None:
         return dataclasses.replace(problem, valid=False, reason=f"program failed: {status}")
     return dataclasses.replace(problem, answer=output)
+
+
+def rejected_as_echo(problem: TeacherProblem, similarity: float, threshold: float) -> TeacherProblem:
+    """A valid problem whose embedding is a near-duplicate (cosine >= `threshold`) of a problem shown in its
+    own prompt is an echo: invalid, with the similarity in its reason."""
+    if not problem.valid or not is_near_duplicate(similarity, threshold):
+        return problem
+    return dataclasses.replace(problem, valid=False,
+                               reason=f"near-duplicate of a problem shown in its prompt (cosine {similarity:.3f})")
 
 
 def normalize_text(text: str) -> str:

@@ -49,3 +49,8 @@ class PromptTemplate:
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
         messages.append({"role": "user", "content": self.user.render(**variables).strip()})
         return messages
+
+
+def conversation(messages: list[dict]) -> str:
+    """The text of every turn of a prompt, the form in which the teacher's echoes of its prompt are looked for."""
+    return "\n".join(m["content"] for m in messages)

@@ -56,7 +56,8 @@ def policy_loss(
     loss = (per_token * weights).sum()
     with torch.no_grad():
         stats = {
-            "clip_fraction": float(((unclipped != clipped).float() * mask).sum() / tokens),
+            # tokens where the min takes the clipped branch (their gradient is cut), not merely clip(rho) != rho
+            "clip_fraction": float(((clipped < unclipped).float() * mask).sum() / tokens),
             "kl": float((kl * mask).sum() / tokens),
             "sampler_trainer_logprob_gap": gap,
             "is_truncated_fraction": truncated,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from selfplay.config import SelfPlayConfig
 from selfplay.train.advantages import group_advantages, group_stats, top_groups
 from selfplay.train.updater import TrainRow
@@ -24,6 +26,7 @@ class Scored:
     completion_ids: list[int]
     sampler_logprobs: list[float]
     reward: float
+    loss_mask: list[bool] | None = None  # per completion token; None: every token is trained
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,19 @@ class StepRows:
     groups_trained: dict[str, int]  # role -> groups that contributed rows
 
 
-def selected_groups(scored: Sequence[Scored], count: int, scores: dict[Hashable, float] | None) -> set[Hashable]:
-    """The reference's 'variance' selection: the `count` groups with signal that rank highest by `scores`
-    (by their reward std when `scores` is None)."""
-    stats = group_stats([s.reward for s in scored], [s.group for s in scored])
-    return top_groups(stats, scores if scores is not None else {g.key: g.std for g in stats}, count)
+def selected_groups(scored: Sequence[Scored], count: int, scores: dict[Hashable, float]) -> set[Hashable]:
+    """The reference's 'variance' selection: the `count` groups with signal that rank highest by `scores`."""
+    return top_groups(group_stats([s.reward for s in scored], [s.group for s in scored]), scores, count)
+
+
+def teacher_group_scores(problem_scores: dict[Hashable, float], problem_groups: dict[Hashable, Hashable],
+                         groups: Sequence[Hashable]) -> dict[Hashable, float]:
+    """The reference's teacher ranking: per teacher group, the population variance of its problems' selection
+    scores c = solvability + novelty (defined for valid problems only); -1 for a group with none."""
+    values: dict[Hashable, list[float]] = {g: [] for g in groups}
+    for problem, score in problem_scores.items():
+        values[problem_groups[problem]].append(score)
+    return {g: float(np.var(v)) if v else -1.0 for g, v in values.items()}
 
 
 def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
@@ -46,17 +57,19 @@ def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
     advantages, keep = group_advantages([s.reward for s in scored], [s.group for s in scored], normalize, eps)
     if chosen is not None:
         keep = [k and s.group in chosen for k, s in zip(keep, scored)]
-    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role, s.sampler_logprobs)
+    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role, s.sampler_logprobs, s.loss_mask)
             for s, a, k in zip(scored, advantages, keep) if k and s.completion_ids]
     return rows, len({s.group for s, k in zip(scored, keep) if k})
 
 
 def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: SelfPlayConfig,
-              problem_scores: dict[Hashable, float]) -> StepRows:
-    """`problem_scores`: per student group (problem), solvability + novelty, which 'variance' ranks problems by."""
+              problem_scores: dict[Hashable, float], problem_groups: dict[Hashable, Hashable]) -> StepRows:
+    """`problem_scores`: per student group (problem), c = solvability + novelty, which 'variance' ranks problems
+    by; `problem_groups`: the teacher group each problem came from."""
     chosen_teacher = chosen_student = None
     if config.group_selection == "variance":
-        chosen_teacher = selected_groups(teacher, config.teacher_groups_per_step, None)
+        teacher_scores = teacher_group_scores(problem_scores, problem_groups, [s.group for s in teacher])
+        chosen_teacher = selected_groups(teacher, config.teacher_groups_per_step, teacher_scores)
         chosen_student = selected_groups(student, config.student_groups_per_step, problem_scores)
     norm, eps = config.normalize_advantages, config.advantage_eps
     teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import torch
 
 from selfplay.config import SelfPlayConfig
 from selfplay.train.loss import policy_loss, token_logprobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,6 +22,11 @@ class TrainRow:
     advantage: float
     role: str  # "teacher" or "student"
     sampler_logprobs: list[float]  # per completion token, as the generation backend sampled it
+    loss_mask: list[bool] | None = None  # per completion token, False: kept out of the loss; None: all trained
+
+    @property
+    def trained_tokens(self) -> int:
+        return len(self.completion_ids) if self.loss_mask is None else sum(self.loss_mask)
 
 
 def role_token_weights(rows: list[TrainRow]) -> list[float]:
@@ -26,7 +34,7 @@ def role_token_weights(rows: list[TrainRow]) -> list[float]:
     the reference pooled all tokens, so the role with longer completions dominated the update."""
     tokens: dict[str, int] = {}
     for row in rows:
-        tokens[row.role] = tokens.get(row.role, 0) + len(row.completion_ids)
+        tokens[row.role] = tokens.get(row.role, 0) + row.trained_tokens
     return [1.0 / (len(tokens) * max(tokens[row.role], 1)) for row in rows]
 
 
@@ -49,10 +57,9 @@ class Updater:
             model.gradient_checkpointing_enable()
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        from transformers import get_scheduler
-
-        total = config.max_steps * config.updates_per_step if config.max_steps else 10**9
-        self.scheduler = get_scheduler(config.lr_schedule, self.optimizer, config.warmup_steps, total)
+        # Optimizer steps the schedule spans. Fixed by the run's first start: a resume restores it (load_state_dict).
+        self.horizon = config.max_steps * config.updates_per_step if config.max_steps else 10**9
+        self.scheduler = self._schedule()
         self.is_lora = hasattr(model, "disable_adapter")
         # KL reference: with LoRA the base model is the adapter switched off (no copy); otherwise a frozen copy.
         self.reference = None
@@ -72,7 +79,8 @@ class Updater:
             ids[i, : len(sequence)] = torch.tensor(sequence)
             attention[i, : len(sequence)] = 1
             # log-prob index t scores token t+1, so completion tokens P..P+C-1 sit at P-1..P+C-2.
-            completion[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = 1
+            completion[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = 1 if row.loss_mask is None else torch.tensor(
+                row.loss_mask, dtype=completion.dtype)
             sampler[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = torch.tensor(row.sampler_logprobs)
         device = self.model.device
         return ids.to(device), attention.to(device), completion.to(device), sampler.to(device)
@@ -137,10 +145,28 @@ class Updater:
         n = config.updates_per_step
         return {key: value / n for key, value in totals.items()} | {"lr": self.scheduler.get_last_lr()[0]}
 
+    def _schedule(self):
+        """The learning-rate schedule over `horizon` optimizer steps; past it, the rate stays at its final value
+        (transformers' cosine would rise again)."""
+        from transformers import get_scheduler
+
+        schedule = get_scheduler(self.config.lr_schedule, self.optimizer, self.config.warmup_steps, self.horizon)
+        schedule.lr_lambdas = [lambda step, factor=factor: factor(min(step, self.horizon)) for factor in schedule.lr_lambdas]
+        return schedule
+
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "horizon": self.horizon}
 
     def load_state_dict(self, state: dict) -> None:
+        if state["horizon"] != self.horizon:
+            if self.config.lr_schedule != "constant":
+                log.warning("--max-steps changed since the run's first start: the run goes on to step %d, and the "
+                            "'%s' learning-rate schedule keeps the first start's horizon of %d optimizer steps "
+                            "(past it, the rate stays at the schedule's final value)", self.config.max_steps,
+                            self.config.lr_schedule, state["horizon"])
+            self.horizon = state["horizon"]
+            self.scheduler = self._schedule()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

@@ -1,0 +1,93 @@
+"""Resume is as if never stopped: a run stopped after step 2 (cleanly, or by SIGKILL in the middle of step 3) and
+resumed to step 3 writes the same metrics (but for timings), the same curriculum and the same weights as a run
+that was never stopped."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from selfplay.config import SelfPlayConfig
+from selfplay.files import read_jsonl
+from selfplay.runner import run
+from selfplay.train.updater import Updater
+from tests.conftest import TINY
+
+STEPS = 3
+
+
+def record(run_dir):
+    """What must not depend on stopping: metrics without timings, the curriculum, the final trained weights."""
+    metrics = [{k: v for k, v in m.items() if not k.startswith("time/")} for m in read_jsonl(run_dir / "metrics.jsonl")]
+    weights = load_file(run_dir / f"checkpoints/step-{STEPS}/adapter/adapter_model.safetensors")
+    return metrics, list(read_jsonl(run_dir / "curriculum.jsonl")), weights
+
+
+def assert_same_run(resumed, straight):
+    (metrics, curriculum, weights), (metrics0, curriculum0, weights0) = record(resumed), record(straight)
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+    for m, m0 in zip(metrics, metrics0):
+        assert m == m0, {k: (m.get(k), m0.get(k)) for k in set(m) | set(m0) if m.get(k) != m0.get(k)}
+    assert curriculum == curriculum0
+    assert weights.keys() == weights0.keys()
+    for name in weights:
+        torch.testing.assert_close(weights[name], weights0[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A run that was never stopped."""
+    return run(SelfPlayConfig(**TINY, max_steps=STEPS, output_dir=str(tmp_path_factory.mktemp("straight") / "run")),
+               progress=False)
+
+
+def test_stopped_after_step_two_then_resumed(straight, tiny_config):
+    run(tiny_config(max_steps=2), progress=False)
+    assert_same_run(run(tiny_config(max_steps=STEPS), resume=True, progress=False), straight)
+
+
+def test_killed_in_the_middle_of_step_three_then_resumed(straight, tmp_path, tiny_config):
+    run_dir = tmp_path / "killed"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "max_steps": STEPS}))
+    command = [sys.executable, "-m", "selfplay.cli", "--log-level", "WARNING", "run", "--config", str(config),
+               "--output-dir", str(run_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (run_dir / "checkpoints/step-2/state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    time.sleep(1.0)  # into step 3: its generation has begun, its line is not written
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(list(read_jsonl(run_dir / "metrics.jsonl"))) == 2, "killed too late: step 3 had finished"
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert_same_run(run_dir, straight)
+
+
+def learning_rates(updater: Updater, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(updater.scheduler.get_last_lr()[0])
+        updater.optimizer.step()
+        updater.scheduler.step()
+    return rates
+
+
+def test_the_schedule_horizon_is_fixed_by_the_first_start():
+    config = SelfPlayConfig(lr_schedule="linear", learning_rate=1.0, max_steps=4)
+    first = Updater(torch.nn.Linear(2, 2), config, pad_token_id=0)
+    assert learning_rates(first, 2) == [1.0, 0.75]
+    resumed = Updater(torch.nn.Linear(2, 2), SelfPlayConfig(**{**config.to_dict(), "max_steps": 6}), pad_token_id=0)
+    resumed.load_state_dict(first.state_dict())
+    # The run goes on to step 6, on the first start's 4-step schedule: past its end, the final rate (0) holds.
+    assert learning_rates(resumed, 4) == [0.5, 0.25, 0.0, 0.0]
+    cosine = Updater(torch.nn.Linear(2, 2), SelfPlayConfig(lr_schedule="cosine", learning_rate=1.0, max_steps=2), 0)
+    assert learning_rates(cosine, 4) == pytest.approx([1.0, 0.5, 0.0, 0.0])  # transformers' cosine would rise again

@@ -1,0 +1,71 @@
+"""The glue of a step between its rooms: scored candidates become training rows with the right roles, groups,
+loss masks and selection (`SelfPlay.score` and `SelfPlay.training_rows` on hand-made candidates)."""
+
+import pytest
+
+from selfplay.config import SelfPlayConfig
+from selfplay.loop import Candidate, SelfPlay, Solution
+from selfplay.policy import EMBEDDED, Sample, load_tokenizer
+from selfplay.roles import parse_teacher
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(EMBEDDED)
+
+
+def sample(tokenizer, text):
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return Sample([1, 2, 3], ids, text, [-0.5] * len(ids), True)
+
+
+def candidate(tokenizer, teacher_prompt, text, solutions=(), solve_rate=None, novelty=None):
+    c = Candidate(teacher_prompt, sample(tokenizer, text), parse_teacher(text, "", [], 10, 3, False, False))
+    for answer, correct in solutions:
+        c.solutions.append(Solution(sample(tokenizer, f"The answer is {answer}."), answer, 1.0, correct))
+    c.solve_rate, c.novelty = solve_rate, novelty
+    return c
+
+
+def step(tokenizer, **config):
+    return SelfPlay(SelfPlayConfig(student_samples=2, **config), None, None, tokenizer, None, None, None, None, None,
+                    None, None, None, None)
+
+
+def candidates(tokenizer):
+    problem = "<problem>How many legs do {n} cats have?</problem><concepts>multiplication, animals</concepts>"
+    return [
+        candidate(tokenizer, 0, problem.format(n=3), [("12", True), ("7", False)], 0.5, 0.9),  # problem 0
+        candidate(tokenizer, 0, "no tags at all"),  # invalid: a teacher row, no student rows
+        candidate(tokenizer, 1, problem.format(n=4), [("16", True), ("16", True)], 1.0, 0.2),  # no student signal
+        candidate(tokenizer, 1, problem.format(n=5), [("20", True), ("2", False)], 0.5, 0.4),  # problem 3
+    ]
+
+
+def test_rows_carry_their_role_group_advantage_and_concept_mask(tokenizer):
+    selfplay, batch = step(tokenizer), candidates(tokenizer)
+    selfplay.score(batch)
+    rows = selfplay.training_rows(batch)
+    teacher = [r for r in rows.rows if r.role == "teacher"]
+    student = [r for r in rows.rows if r.role == "student"]
+    assert len(teacher) == 4 and rows.groups_trained == {"teacher": 2, "student": 2}
+    assert teacher[0].advantage > 0 > teacher[1].advantage  # the valid problem beats the untagged text
+    assert [r.completion_ids for r in student] == [s.sample.completion_ids for k in (0, 3) for s in batch[k].solutions]
+    assert [r.advantage > 0 for r in student] == [True, False, True, False]
+    for row, c in zip(teacher, batch):
+        kept = tokenizer.decode([t for t, m in zip(row.completion_ids, row.loss_mask or []) if m])
+        assert (row.loss_mask is None) == (not c.problem.has_concepts)
+        assert row.loss_mask is None or ("cats" in kept and "multiplication" not in kept and "concepts" not in kept)
+    unmasked = step(tokenizer, mask_concepts=False).training_rows(batch)
+    assert all(r.loss_mask is None for r in unmasked.rows)
+
+
+def test_variance_selection_keeps_the_teacher_group_whose_problems_scores_vary(tokenizer):
+    selfplay, batch = step(tokenizer, group_selection="variance"), candidates(tokenizer)
+    selfplay.score(batch)
+    rows = selfplay.training_rows(batch)
+    # teacher group 0 holds one valid problem (variance 0); group 1 holds two whose c differ: group 1 is kept.
+    # Among problems with signal, problem 0 has the higher c = solvability + novelty.
+    assert [r.completion_ids for r in rows.rows if r.role == "teacher"] == [c.sample.completion_ids for c in batch[2:]]
+    assert [r.completion_ids for r in rows.rows if r.role == "student"] == [
+        s.sample.completion_ids for s in batch[0].solutions]
