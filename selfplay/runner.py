@@ -17,7 +17,9 @@ from selfplay.curriculum.seeds import load_seeds
 from selfplay.loop import SelfPlay
 from selfplay.novelty import Archive, Embedder
 from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_model
+from selfplay.policy.loading import pick_dtype
 from selfplay.roles import PromptTemplate
+from selfplay.train.precision import master_dtype
 from selfplay.train.updater import Updater, add_lora
 from selfplay.verify import Verifier, sandbox
 
@@ -25,15 +27,25 @@ log = logging.getLogger(__name__)
 
 
 def load_trainable_policy(config: SelfPlayConfig, checkpoint: rundir.Checkpoint | None):
-    """The policy to train: from the checkpoint being resumed, else from config.model; LoRA-wrapped if asked."""
+    """The policy to train: from the checkpoint being resumed, else from config.model; LoRA-wrapped if asked.
+    Full fine-tuning loads fp32 master weights whatever the compute dtype (train/precision.py)."""
+    weights = master_dtype(config.dtype, config.lora)
     if checkpoint is not None and not checkpoint.is_lora:
-        return load_policy(str(checkpoint.model_dir), config.device, config.dtype)
-    model, tokenizer = load_policy(config.model, config.device, config.dtype)
+        return load_policy(str(checkpoint.model_dir), config.device, weights)
+    model, tokenizer = load_policy(config.model, config.device, weights)
     if checkpoint is not None:
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, checkpoint.adapter_dir, is_trainable=True), tokenizer
     return (add_lora(model, config) if config.lora else model), tokenizer
+
+
+def kl_reference(config: SelfPlayConfig):
+    """The KL term's reference for a full fine-tune: the initial policy (config.model, never the checkpoint being
+    resumed), frozen, in the compute dtype. It costs one more copy of the weights; LoRA needs none."""
+    if config.kl_beta == 0 or config.lora:
+        return None
+    return load_policy(config.model, config.device, config.dtype)[0].requires_grad_(False)
 
 
 def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
@@ -73,7 +85,8 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         verifier=Verifier(config.verify_timeout, config.verify_workers),
         pool=pool,
         archive=archive,
-        updater=Updater(model, config, tokenizer.pad_token_id),
+        updater=Updater(model, config, tokenizer.pad_token_id, pick_dtype(config.dtype, model.device),
+                        kl_reference(config)),
         teacher_template=teacher_template,
         student_template=student_template,
         rng=np.random.default_rng(config.seed),

@@ -91,3 +91,22 @@ def test_the_schedule_horizon_is_fixed_by_the_first_start():
     assert learning_rates(resumed, 4) == [0.5, 0.25, 0.0, 0.0]
     cosine = Updater(torch.nn.Linear(2, 2), SelfPlayConfig(lr_schedule="cosine", learning_rate=1.0, max_steps=2), 0)
     assert learning_rates(cosine, 4) == pytest.approx([1.0, 0.5, 0.0, 0.0])  # transformers' cosine would rise again
+
+
+def test_a_resumed_full_fine_tune_keeps_the_initial_policy_as_its_kl_reference(tiny_config):
+    from selfplay.policy import EMBEDDED, load_policy
+    from selfplay.runner import build
+
+    settings = dict(lora=False, kl_beta=0.1, generation_backend="transformers")
+    run(tiny_config(max_steps=1, **settings), progress=False)
+    resumed = build(tiny_config(max_steps=2, **settings), resume=True)
+    try:
+        initial = dict(load_policy(EMBEDDED)[0].named_parameters())
+        reference = dict(resumed.updater.reference.named_parameters())
+        trained = dict(resumed.model.named_parameters())
+        assert all(torch.equal(initial[k], v) for k, v in reference.items())
+        assert any(not torch.equal(initial[k], v) for k, v in trained.items()), "the checkpoint should have trained"
+        assert not any(p.requires_grad for p in reference.values())
+    finally:
+        resumed.verifier.close()
+        resumed.backend.close()

@@ -69,8 +69,48 @@ def test_masked_tokens_stay_out_of_the_loss_and_of_the_role_token_count(policy):
     good, _, teacher = rows(model, tokenizer)
     mask = [i % 2 == 0 for i in range(len(teacher.completion_ids))]
     masked = TrainRow(teacher.prompt_ids, teacher.completion_ids, 1.0, "teacher", teacher.sampler_logprobs, mask)
-    _, _, completion, _ = Updater(model, SelfPlayConfig(), tokenizer.pad_token_id)._batch([masked, good])
-    start = len(masked.prompt_ids) - 1  # log-prob index t scores token t + 1
-    assert completion[0, start : start + len(mask)].tolist() == [float(m) for m in mask]
+    batch = Updater(model, SelfPlayConfig(), tokenizer.pad_token_id)._batch([masked, good])
+    completion = batch.completion
+    # The window starts at the earliest completion's first log-prob position (both prompts are equal here).
+    assert batch.start == len(masked.prompt_ids) - 1
+    assert completion[0, : len(mask)].tolist() == [float(m) for m in mask]
     assert completion[0].sum() == sum(mask) and completion[1].sum() == len(good.completion_ids)
     assert role_token_weights([masked, good]) == [1 / (2 * sum(mask)), 1 / (2 * len(good.completion_ids))]
+
+
+def changed_fraction(before: torch.Tensor, after: torch.Tensor) -> float:
+    return (before.float() != after.float()).float().mean().item()
+
+
+def test_bf16_full_fine_tuning_at_the_reference_learning_rate_moves_its_fp32_master_weights(policy):
+    """The reference setting (bf16, lr 3e-7): stepping bf16 weights directly rounds almost every update away."""
+    import copy
+
+    tokenizer = policy[1]
+    config = SelfPlayConfig(learning_rate=3e-7, dtype="bfloat16", max_grad_norm=1.0, weight_decay=0.0)
+    fractions = {}
+    for weights in (torch.float32, torch.bfloat16):  # fp32 masters (what selfplay loads), and bf16 stepped as is
+        model = copy.deepcopy(policy[0]).to(weights)
+        layer = model.model.layers[3].mlp.down_proj.weight
+        before = layer.detach().clone()
+        stats = Updater(model, config, tokenizer.pad_token_id, torch.bfloat16).step(rows(model, tokenizer))
+        assert stats["skipped_steps"] == 0 and stats["grad_norm"] > 0
+        fractions[weights] = changed_fraction(before, layer.detach())
+    assert fractions[torch.float32] > 0.9 and fractions[torch.bfloat16] < 0.1, fractions
+
+
+def test_a_non_finite_gradient_skips_the_optimizer_step_and_leaves_the_weights_alone(policy):
+    import copy
+    import dataclasses
+    import math
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    updater = Updater(model, SelfPlayConfig(learning_rate=1e-3), tokenizer.pad_token_id)
+    poisoned = [dataclasses.replace(r, advantage=float("nan")) for r in rows(model, tokenizer)]
+    stats = updater.step(poisoned)
+    assert stats["skipped_steps"] == 1 and math.isnan(stats["grad_norm"])
+    assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
+    assert not updater.optimizer.state and updater.scheduler.last_epoch == 0  # no moments, no schedule step
+    assert updater.step(rows(model, tokenizer))["skipped_steps"] == 0  # the next clean batch trains as usual
+    assert any(not torch.equal(before[k], v) for k, v in model.named_parameters())

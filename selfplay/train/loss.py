@@ -7,9 +7,11 @@ import torch
 from trl.trainer.utils import selective_log_softmax
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-probability of each next token under the sampling distribution (logits / T); shape [B, L-1]."""
-    return selective_log_softmax(logits[:, :-1, :] / temperature, input_ids[:, 1:])
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """fp32 log-probability of each target token under logits / T; logits [B, T, V] (any dtype), targets [B, T].
+    One row at a time, so the fp32 upcast and the division by the temperature never copy the whole batch."""
+    return torch.stack([selective_log_softmax(row.float() / temperature, row_targets)
+                        for row, row_targets in zip(logits, targets)])
 
 
 def policy_loss(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import torch
 
 from selfplay.config import SelfPlayConfig
 from selfplay.train.loss import policy_loss, token_logprobs
+from selfplay.train.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,17 @@ class TrainRow:
     @property
     def trained_tokens(self) -> int:
         return len(self.completion_ids) if self.loss_mask is None else sum(self.loss_mask)
+
+
+@dataclass
+class Batch:
+    """One micro-batch. Log-prob tensors cover positions `start`..width-2 of `ids` (position t scores token t+1)."""
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    start: int
+    completion: torch.Tensor  # loss mask over the window
+    sampler: torch.Tensor  # the sampler's log-probs over the window
 
 
 def role_token_weights(rows: list[TrainRow]) -> list[float]:
@@ -51,8 +62,15 @@ def add_lora(model, config: SelfPlayConfig):
 
 
 class Updater:
-    def __init__(self, model, config: SelfPlayConfig, pad_token_id: int):
+    """`compute_dtype`: the dtype forward passes compute in (the model's own weights may be fp32 masters, see
+    `precision.py`). `reference`: the frozen initial policy for the KL term of a full fine-tune (LoRA needs none:
+    its reference is the adapter switched off)."""
+
+    def __init__(self, model, config: SelfPlayConfig, pad_token_id: int, compute_dtype: torch.dtype = torch.float32,
+                 reference=None):
         self.model, self.config, self.pad = model, config, pad_token_id
+        self.precision = Precision(compute_dtype, next(model.parameters()).device)
+        self.scaler = self.precision.grad_scaler()
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -61,15 +79,15 @@ class Updater:
         self.horizon = config.max_steps * config.updates_per_step if config.max_steps else 10**9
         self.scheduler = self._schedule()
         self.is_lora = hasattr(model, "disable_adapter")
-        # KL reference: with LoRA the base model is the adapter switched off (no copy); otherwise a frozen copy.
-        self.reference = None
-        if config.kl_beta > 0 and not self.is_lora:
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if config.kl_beta > 0 and not self.is_lora and reference is None:
+            raise ValueError("a full fine-tune with kl_beta > 0 needs its initial policy as the KL reference")
+        self.reference = reference
 
-    def _batch(self, rows: list[TrainRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded input ids, attention mask, and a completion mask and the sampler's log-probs, both aligned
-        with next-token log-probs."""
+    def _batch(self, rows: list[TrainRow]) -> Batch:
+        """Right-padded input ids and attention mask; the completion mask and the sampler's log-probs, aligned
+        with next-token log-probs and cut to the window from the earliest completion token on."""
         width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rows)
+        start = min(len(r.prompt_ids) for r in rows) - 1  # the first log-prob position any completion needs
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         completion = torch.zeros((len(rows), width - 1))
@@ -83,19 +101,25 @@ class Updater:
                 row.loss_mask, dtype=completion.dtype)
             sampler[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = torch.tensor(row.sampler_logprobs)
         device = self.model.device
-        return ids.to(device), attention.to(device), completion.to(device), sampler.to(device)
+        return Batch(ids.to(device), attention.to(device), start, completion[:, start:].to(device),
+                     sampler[:, start:].to(device))
 
-    def _logprobs(self, model, ids, attention) -> torch.Tensor:
-        return token_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids, self.config.temperature)
+    def _logprobs(self, model, batch: Batch) -> torch.Tensor:
+        """Log-probs of the window's next tokens, in fp32: the model computes logits for the window only
+        (`logits_to_keep`), never for the prompt positions before it."""
+        with self.precision.autocast():
+            logits = model(input_ids=batch.ids, attention_mask=batch.attention,
+                           logits_to_keep=batch.ids.shape[1] - batch.start).logits
+        return token_logprobs(logits[:, :-1], batch.ids[:, batch.start + 1 :], self.config.temperature)
 
     @torch.no_grad()
-    def _frozen_logprobs(self, ids, attention, reference: bool) -> torch.Tensor:
+    def _frozen_logprobs(self, batch: Batch, reference: bool) -> torch.Tensor:
         if not reference:
-            return self._logprobs(self.model, ids, attention)
+            return self._logprobs(self.model, batch)
         if self.is_lora:
             with self.model.disable_adapter():
-                return self._logprobs(self.model, ids, attention)
-        return self._logprobs(self.reference, ids, attention)
+                return self._logprobs(self.model, batch)
+        return self._logprobs(self.reference, batch)
 
     def step(self, rows: list[TrainRow]) -> dict[str, float]:
         """Update on `rows` (already filtered to groups with signal); returns loss statistics."""
@@ -105,45 +129,51 @@ class Updater:
         size = config.train_micro_batch_size
         chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
         batches = [self._batch([rows[i] for i in chunk]) for chunk in chunks]
-        use_kl = config.kl_beta > 0
         # With one update per batch the sampling policy is the current one, so old log-probs are the current
         # ones detached (ratio 1); with several, they are frozen once before the first update.
-        old = [self._frozen_logprobs(ids, att, False) for ids, att, _, _ in batches] if config.updates_per_step > 1 else None
-        refs = [self._frozen_logprobs(ids, att, True) for ids, att, _, _ in batches] if use_kl else None
+        old = [self._frozen_logprobs(batch, False) for batch in batches] if config.updates_per_step > 1 else None
+        refs = [self._frozen_logprobs(batch, True) for batch in batches] if config.kl_beta > 0 else None
         self.model.train()
         averaged = ("clip_fraction", "kl", "sampler_trainer_logprob_gap", "is_truncated_fraction")
         totals = {"loss": 0.0, "grad_norm": 0.0} | dict.fromkeys(averaged, 0.0)
+        skipped = 0
         for _ in range(config.updates_per_step):
-            for b, (chunk, (ids, attention, mask, sampler)) in enumerate(zip(chunks, batches)):
-                logprobs = self._logprobs(self.model, ids, attention)
-                advantages = torch.tensor([rows[i].advantage for i in chunk], device=ids.device)
-                token_weights = torch.tensor([weights[i] for i in chunk], device=ids.device).unsqueeze(1)
+            for b, (chunk, batch) in enumerate(zip(chunks, batches)):
+                logprobs = self._logprobs(self.model, batch)
+                device = logprobs.device
                 loss, stats = policy_loss(
                     logprobs,
                     old[b] if old is not None else logprobs.detach(),
-                    advantages,
-                    mask,
-                    token_weights,
+                    torch.tensor([rows[i].advantage for i in chunk], device=device),
+                    batch.completion,
+                    torch.tensor([weights[i] for i in chunk], device=device).unsqueeze(1),
                     config.clip_epsilon,
                     refs[b] if refs is not None else None,
                     config.kl_beta,
-                    sampler,
+                    batch.sampler,
                     config.importance_sampling_cap,
                 )
-                loss.backward()
+                self.scaler.scale(loss).backward()
                 totals["loss"] += loss.item()
                 for key in averaged:
                     totals[key] += stats[key] / len(chunks)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
-            )
-            totals["grad_norm"] += float(grad_norm) if math.isfinite(float(grad_norm)) else float("nan")
-            self.optimizer.step()
-            self.scheduler.step()
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm))
+            totals["grad_norm"] += grad_norm
+            if math.isfinite(grad_norm):
+                self.scaler.step(self.optimizer)
+                self.scheduler.step()
+            else:  # a NaN or inf gradient must not reach the weights; the schedule waits for a real update
+                skipped += 1
+            self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+        if skipped:
+            log.warning("%d of %d optimizer steps skipped: non-finite gradient norm", skipped, config.updates_per_step)
         self.model.eval()
         n = config.updates_per_step
-        return {key: value / n for key, value in totals.items()} | {"lr": self.scheduler.get_last_lr()[0]}
+        return {key: value / n for key, value in totals.items()} | {"lr": self.scheduler.get_last_lr()[0],
+                                                                      "skipped_steps": skipped}
 
     def _schedule(self):
         """The learning-rate schedule over `horizon` optimizer steps; past it, the rate stays at its final value
@@ -156,7 +186,7 @@ class Updater:
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "horizon": self.horizon}
+                "scaler": self.scaler.state_dict(), "horizon": self.horizon}
 
     def load_state_dict(self, state: dict) -> None:
         if state["horizon"] != self.horizon:
@@ -169,6 +199,7 @@ class Updater:
             self.scheduler = self._schedule()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 __all__ = ["TrainRow", "Updater", "add_lora", "role_token_weights"]
