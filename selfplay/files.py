@@ -69,16 +69,30 @@ def read_jsonl(path: Path) -> Iterator[dict]:
                 log.warning("%s:%d: corrupt line skipped", path, number)
 
 
+def _kept(line: bytes, keep: Callable[[dict], bool]) -> bool:
+    try:
+        return keep(json.loads(line))
+    except json.JSONDecodeError:
+        return True  # a corrupt line before the cut is left for readers to skip, as they always do
+
+
 def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> int:
-    """Rewrite `path` atomically with only the complete records that `keep` accepts; returns how many went."""
+    """Cut an append-only log back in place, at its first line that is torn or that `keep` rejects: records are
+    appended in step order, so everything after that line goes too. One pass that streams the file and one
+    truncate, so a resume costs no memory however long the log is. Corrupt lines before the cut stay (readers
+    skip them). Returns how many complete lines were cut."""
     path = Path(path)
     if not path.exists():
         return 0
-    kept, dropped = [], 0
-    for record in read_jsonl(path):
-        if keep(record):
-            kept.append(record)
-        else:
-            dropped += 1
-    atomic_write(path, jsonl_text(kept))
-    return dropped
+    with open(path, "rb+") as handle:
+        offset = cut = 0
+        for line in handle:
+            complete = line.endswith(b"\n")
+            if cut:
+                cut += complete
+            elif complete and _kept(line, keep):
+                offset += len(line)
+            elif complete:
+                cut = 1
+        handle.truncate(offset)
+    return cut

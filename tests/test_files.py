@@ -36,3 +36,16 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     files.write_json(tmp_path / "a" / "state.json", {"x": 1})
     assert json.loads((tmp_path / "a" / "state.json").read_text()) == {"x": 1}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["state.json"]
+
+
+def test_truncate_cuts_in_place_at_the_first_rejected_line_and_keeps_earlier_corrupt_lines(tmp_path):
+    path = tmp_path / "m.jsonl"
+    files.append_jsonl(path, [{"step": 1}])
+    with open(path, "a") as handle:
+        handle.write("not json\n")
+    files.append_jsonl(path, [{"step": s} for s in (2, 3, 4)])
+    inode = path.stat().st_ino
+    assert files.truncate_jsonl(path, lambda r: r["step"] <= 2) == 2
+    assert path.stat().st_ino == inode  # cut in place, not rewritten
+    assert path.read_text() == '{"step": 1}\nnot json\n{"step": 2}\n'
+    assert files.truncate_jsonl(path, lambda r: True) == 0 and path.read_text().endswith('{"step": 2}\n')

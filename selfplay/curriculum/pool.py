@@ -27,16 +27,27 @@ def eligible(valid: bool, solve_rate: float | None, admission: str, band_low: fl
 class Pool:
     def __init__(self, dim: int, index_type: str = "flat", nlist: int = 256, max_size: int = 0):
         self.entries: list[dict] = []
-        self.embeddings = np.zeros((0, dim), np.float32)
+        # Rows [0, len) are the pool's embeddings; the buffer grows by doubling, so an append costs its own rows
+        # (amortised), not a copy of the whole pool every step.
+        self._buffer = np.zeros((0, dim), np.float32)
         self.archive = Archive(dim, index_type, nlist)
         self.max_size = max_size
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self._buffer[: len(self.entries)]
+
     def add(self, entries: list[dict], vectors: np.ndarray) -> None:
+        size, new = len(self.entries), len(entries)
+        if size + new > len(self._buffer):
+            grown = np.zeros((max(2 * len(self._buffer), size + new), self._buffer.shape[1]), np.float32)
+            grown[:size] = self._buffer[:size]
+            self._buffer = grown
+        self._buffer[size : size + new] = vectors
         self.entries.extend(entries)
-        self.embeddings = np.concatenate([self.embeddings, vectors.astype(np.float32)])
         self.archive.add(vectors)
         self._evict()
 
@@ -59,8 +70,8 @@ class Pool:
         removable = [i for i, e in enumerate(self.entries) if not e.get("seed")]
         drop = set(removable[: max(0, len(self) - target)])
         keep = [i for i in range(len(self)) if i not in drop]
+        self._buffer = self.embeddings[keep]
         self.entries = [self.entries[i] for i in keep]
-        self.embeddings = self.embeddings[keep]
         self.archive.rebuild(self.embeddings)
 
     def sample(self, rng: np.random.Generator, k: int) -> list[dict]:
@@ -88,4 +99,4 @@ class Pool:
                 f"{folder}: pool.jsonl ({len(entries)}), embeddings.npy ({len(embeddings)}) and index.faiss "
                 f"({len(self.archive)}) disagree in size"
             )
-        self.entries, self.embeddings = entries, embeddings
+        self.entries, self._buffer = entries, embeddings
