@@ -116,7 +116,8 @@ class SelfPlayConfig(GenerationSettings):
     )
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
     dedup_threshold: float = field(default=0.95, metadata={
-        "help": "Cosine at or above which a problem is a near-duplicate (of the pool, or of a problem its prompt showed)."})
+        "help": "Cosine at or above which a problem is a near-duplicate (of the pool, or of a problem its prompt "
+                "showed)."})
     pool_dedup: bool = field(default=True, metadata={
         "help": "Keep near-duplicates out of the pool; false admits every problem, duplicates too (the reference)."})
     index_type: Literal["flat", "hnsw", "ivf"] = field(default="flat", metadata={"help": "FAISS index kind."})

@@ -33,14 +33,14 @@ from selfplay.novelty import Archive, Embedder, novelty_scores
 from selfplay.policy import GenerationBackend, Sample, render_chat, tokens_in_span
 from selfplay.rewards import StudentTerms, TeacherTerms
 from selfplay.roles import (
-    PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo, shown_problems,
-    with_program_output,
+    PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo,
+    shown_problems, with_program_output,
 )
-from selfplay.verify.sandbox import run_program
 from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
 from selfplay.verify import Verifier, judge
+from selfplay.verify.sandbox import run_program
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,9 @@ class SelfPlay:
     def parse(self, completions: list[list[Sample]], prompts: list[TeacherPrompt]) -> list[Candidate]:
         config = self.config
         return [
-            Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, prompts[p].shown, config.min_problem_chars,
-                                               config.max_concepts, need_answer=config.reference_answer != "majority",
+            Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, prompts[p].shown,
+                                               config.min_problem_chars, config.max_concepts,
+                                               need_answer=config.reference_answer != "majority",
                                                need_program=config.reference_answer == "program"))
             for p, group in enumerate(completions)
             for sample in group

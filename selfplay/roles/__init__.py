@@ -6,5 +6,5 @@ from selfplay.roles.teacher import (
 )
 from selfplay.roles.templates import PromptTemplate, conversation
 
-__all__ = ["PromptTemplate", "StudentAnswer", "TeacherProblem", "concept_span", "conversation", "normalize_text", "parse_teacher",
-           "read_answer", "rejected_as_echo", "shown_problems", "with_program_output"]
+__all__ = ["PromptTemplate", "StudentAnswer", "TeacherProblem", "concept_span", "conversation", "normalize_text",
+           "parse_teacher", "read_answer", "rejected_as_echo", "shown_problems", "with_program_output"]

@@ -68,7 +68,8 @@ def shown_problems(prompt_text: str) -> list[str]:
 def concept_span(completion: str) -> tuple[int, int] | None:
     """Character span of the first complete <concepts>...</concepts> block, tags included (the parser reads the
     same block). The reference keeps these tokens out of the loss: concepts label a problem, they are not it."""
-    match = re.search(r"<\s*concepts\s*>.*?<\s*/\s*concepts\s*>", completion[:MAX_SCAN_CHARS], re.IGNORECASE | re.DOTALL)
+    match = re.search(r"<\s*concepts\s*>.*?<\s*/\s*concepts\s*>", completion[:MAX_SCAN_CHARS],
+                      re.IGNORECASE | re.DOTALL)
     return match.span() if match else None
 
 

@@ -181,7 +181,8 @@ class Updater:
         from transformers import get_scheduler
 
         schedule = get_scheduler(self.config.lr_schedule, self.optimizer, self.config.warmup_steps, self.horizon)
-        schedule.lr_lambdas = [lambda step, factor=factor: factor(min(step, self.horizon)) for factor in schedule.lr_lambdas]
+        schedule.lr_lambdas = [lambda step, factor=factor: factor(min(step, self.horizon))
+                               for factor in schedule.lr_lambdas]
         return schedule
 
     def state_dict(self) -> dict:
