@@ -25,6 +25,8 @@ CHECKOUT_ROOT = PACKAGE_DIR.parent  # the repository, when running from a checko
 SHIPPED_FOLDERS = ("prompts", "seeds")
 TEACHER_TEMPLATE, STUDENT_TEMPLATE = "prompts/teacher.yaml", "prompts/student.yaml"
 BENCHMARKS_DIR = "../shared/benchmarks"
+# How evaluation samples, in `selfplay eval` and in-run alike, so that their figures compare.
+EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95
 
 
 class ConfigError(SelfPlayError, ValueError):
@@ -164,6 +166,9 @@ class SelfPlayConfig(GenerationSettings):
     eval_limit: int = field(default=32, metadata={"help": "Problems in the in-run evaluation subset."})
     eval_samples: int = field(default=2, metadata={"help": "Samples per problem in the in-run evaluation."})
     eval_max_new_tokens: int = field(default=256, metadata={"help": "Token limit in the in-run evaluation."})
+    eval_temperature: float = field(default=EVAL_TEMPERATURE, metadata={
+        "help": "Sampling temperature of the in-run evaluation (that of `selfplay eval`, not of training)."})
+    eval_top_p: float = field(default=EVAL_TOP_P, metadata={"help": "Nucleus threshold of the in-run evaluation."})
     benchmarks_dir: str = field(default=BENCHMARKS_DIR, metadata={"help": "Folder of benchmark JSONL."})
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from selfplay.curriculum.pool import Pool, eligible
 from selfplay.errors import SelfPlayError
 from selfplay.files import append_jsonl
 from selfplay.novelty import Archive, Embedder, novelty_scores
-from selfplay.policy import GenerationBackend, Sample, render_chat, tokens_in_span
+from selfplay.policy import GenerationBackend, Sample, Sampling, render_chat, tokens_in_span
 from selfplay.rewards import StudentTerms, TeacherTerms
 from selfplay.roles import (
     PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo,
@@ -305,7 +305,8 @@ class SelfPlay:
 
         config, n = self.config, self.config.eval_samples
         results = evaluate_items(config.eval_benchmark, self.heldout, self.backend, self.tokenizer,
-                                 self.student_template, self.verifier, n, config.eval_max_new_tokens)
+                                 self.student_template, self.verifier, n, config.eval_max_new_tokens,
+                                 sampling=Sampling(config.eval_temperature, config.eval_top_p))
         summary = benchmark_summary(results)
         prefix = f"eval/{config.eval_benchmark}"
         return {f"{prefix}/mean@{n}": summary[f"mean@{n}"], f"{prefix}/pass@{n}": summary[f"pass@{n}"]}

@@ -44,3 +44,5 @@ def test_in_run_evaluation_is_logged_each_eval_step(tiny_config):
     metrics = list(read_jsonl(Path(run_dir) / "metrics.jsonl"))
     assert 0.0 <= metrics[0]["eval/mawps_singleop/mean@2"] <= metrics[0]["eval/mawps_singleop/pass@2"] <= 1.0
     assert metrics[0]["time/eval"] > 0
+    assert main(["report", str(run_dir), "--out", str(Path(run_dir) / "report")]) == 0
+    assert 'src="heldout.png"' in (Path(run_dir) / "report" / "index.html").read_text()

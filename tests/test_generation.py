@@ -4,7 +4,7 @@ after the first end-of-sequence token, and log-probs of the sampling distributio
 import pytest
 import torch
 
-from selfplay.policy import TransformersBackend, load_policy, render_chat
+from selfplay.policy import Sampling, TransformersBackend, load_policy, render_chat
 from tests.conftest import completion_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
@@ -44,6 +44,15 @@ def test_left_padding_does_not_change_greedy_output(policy):
     alone = greedy.generate([short], 1, 16)[0][0].completion_ids
     padded = greedy.generate([short, long], 1, 16)[0][0].completion_ids  # batched with a longer prompt
     assert padded == alone
+
+
+def test_a_call_may_sample_with_other_settings_than_the_backend(policy):
+    model, tokenizer = policy
+    prompts = [chat(tokenizer, "What is 3+4?"), chat(tokenizer, "Name a prime number.")]
+    greedy = [g[0].completion_ids for g in TransformersBackend(model, tokenizer, 0.0, 1.0, 8).generate(prompts, 1, 16)]
+    hot = TransformersBackend(model, tokenizer, 1.5, 1.0, 8)  # the training backend's own settings
+    assert [g[0].completion_ids for g in hot.generate(prompts, 1, 16, Sampling(0.0, 1.0))] == greedy
+    assert hot.sampling == Sampling(1.5, 1.0)  # the override is for that call only
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.5])

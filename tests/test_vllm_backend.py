@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfplay.config import GenerationSettings, SelfPlayConfig
-from selfplay.policy import TransformersBackend, WeightSyncError, load_policy, render_chat, resolve_model
+from selfplay.policy import Sampling, TransformersBackend, WeightSyncError, load_policy, render_chat, resolve_model
 from selfplay.train.updater import add_lora
 from tests.conftest import completion_logprobs
 
@@ -50,11 +50,8 @@ def greedy_transformers(model, tokenizer, max_new_tokens=24):
 
 
 def greedy_vllm(engine, tokenizer, max_new_tokens=24):
-    temperature, engine.temperature = engine.temperature, 0.0
-    try:
-        return [g[0] for g in engine.generate(prompts(tokenizer), 1, max_new_tokens)]
-    finally:
-        engine.temperature = temperature
+    """Greedy through the per-call override: the engine itself samples at temperature 0.7."""
+    return [g[0] for g in engine.generate(prompts(tokenizer), 1, max_new_tokens, Sampling(0.0, 1.0))]
 
 
 def trainer_logprobs(model, sample, temperature=1.0):

@@ -48,6 +48,15 @@ def _lines(metrics: list[dict], keys: dict[str, str], ylabel: str, title: str):
     return draw
 
 
+def _heldout_figure(metrics: list[dict], out: Path) -> dict[str, str]:
+    """The in-run evaluation's curve (`--eval-every`), beside the self-play figures; none if it never ran."""
+    keys = sorted({k for m in metrics for k in m if k.startswith("eval/")})
+    if not keys:
+        return {}
+    return {"Held-out accuracy": _figure(out / "heldout.png", _lines(
+        metrics, {k: k.removeprefix("eval/") for k in keys}, "accuracy", "Held-out accuracy (in-run evaluation)"))}
+
+
 def _solve_rates(valid: list[dict], band: tuple[float, float]):
     def draw(ax):
         rng = np.random.default_rng(0)
@@ -141,6 +150,7 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
             metrics, {f"teacher/{term}_mean": term for term in ("solvability", "novelty", "format", "length")},
             "mean (unweighted)", "Teacher reward terms")),
         "Concepts": _figure(out / "concepts.png", _concepts(valid)),
+        **_heldout_figure(metrics, out),
         "Curriculum map": _figure(out / "embedding_map.png", _embedding_map(valid, config.get("embedder", "embedded"))),
     }
     last = metrics[-1] if metrics else {}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from selfplay.config import BENCHMARKS_DIR, STUDENT_TEMPLATE, GenerationSettings
+from selfplay.config import BENCHMARKS_DIR, EVAL_TEMPERATURE, EVAL_TOP_P, STUDENT_TEMPLATE, GenerationSettings
 from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
 from selfplay.files import atomic_write
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, summarize
-from selfplay.policy import engine_path, load_policy, make_backend, render_chat
+from selfplay.policy import Sampling, engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
 from selfplay.verify import Verifier, extract_final_answer
 
@@ -31,8 +31,9 @@ class ProblemResult:
 
 def evaluate_items(
     benchmark: str, items: list[Item], backend, tokenizer, template: PromptTemplate, verifier: Verifier,
-    n: int, max_new_tokens: int, progress: bool = False,
+    n: int, max_new_tokens: int, progress: bool = False, sampling: Sampling | None = None,
 ) -> list[ProblemResult]:
+    """`sampling` overrides the backend's own (in-run evaluation shares the training backend)."""
     from tqdm import tqdm
 
     prompts = [template.messages(problem=item.question) for item in items]
@@ -42,7 +43,7 @@ def evaluate_items(
     groups = []
     with tqdm(total=len(items), desc=benchmark, unit="problem", disable=not progress) as bar:
         for start in range(0, len(items), chunk):
-            groups += backend.generate(token_ids[start : start + chunk], n, max_new_tokens)
+            groups += backend.generate(token_ids[start : start + chunk], n, max_new_tokens, sampling)
             bar.update(len(token_ids[start : start + chunk]))
     answers = [[extract_final_answer(s.text) for s in group] for group in groups]
     pairs = [(item.answer, a) for item, row in zip(items, answers) for a in row if a is not None]
@@ -67,8 +68,8 @@ class EvalSettings(GenerationSettings):
                                          "aime25, amc23, mawps (its four sets) or mawps_singleop..., or a file or hub "
                                          "dataset id (with --question-field and --answer-field)."})
     n: int = field(default=4, metadata={"help": "Samples per problem."})
-    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature; 0 = greedy."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling threshold."})
+    temperature: float = field(default=EVAL_TEMPERATURE, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=EVAL_TOP_P, metadata={"help": "Nucleus sampling threshold."})
     max_new_tokens: int = field(default=512, metadata={"help": "Token limit of a solution."})
     limit: int | None = field(default=None, metadata={"help": "First N problems of each benchmark."})
     batch_size: int = field(default=32, metadata={"help": "Most sequences in one generate call."})

@@ -1,7 +1,7 @@
 """Policy models: loading (embedded default, hub id, folder, checkpoint) and generation backends."""
 
 from selfplay.policy.generation import (
-    GenerationBackend, Sample, TransformersBackend, WeightSyncError, make_backend, render_chat, resolve_backend,
+    GenerationBackend, Sample, Sampling, TransformersBackend, WeightSyncError, make_backend, render_chat, resolve_backend,
     tokens_in_span,
 )
 from selfplay.policy.loading import (
@@ -9,7 +9,7 @@ from selfplay.policy.loading import (
 )
 
 __all__ = [
-    "EMBEDDED", "GenerationBackend", "engine_path", "ModelNotFoundError", "Sample", "TransformersBackend", "WeightSyncError",
+    "EMBEDDED", "GenerationBackend", "engine_path", "ModelNotFoundError", "Sample", "Sampling", "TransformersBackend", "WeightSyncError",
     "load_policy", "load_tokenizer", "make_backend", "render_chat", "resolve_backend", "resolve_model",
     "tokens_in_span",
 ]

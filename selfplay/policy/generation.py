@@ -25,9 +25,17 @@ class Sample:
     finished: bool  # ended with end-of-sequence (False: cut at the token limit)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float  # 0: greedy
+    top_p: float
+
+
 class GenerationBackend(Protocol):
-    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
-        """`n` samples for each prompt (token ids), grouped per prompt, in prompt order."""
+    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int,
+                 sampling: Sampling | None = None) -> list[list[Sample]]:
+        """`n` samples for each prompt (token ids), grouped per prompt, in prompt order; `sampling` overrides the
+        backend's own settings for this call (in-run evaluation samples as `selfplay eval` does)."""
 
     def sync(self, model) -> None:
         """Make the sampler use `model`'s current weights; raises `WeightSyncError` if it cannot."""
@@ -92,7 +100,7 @@ class TransformersBackend:
 
     def __init__(self, model, tokenizer, temperature: float, top_p: float, batch_size: int):
         self.model, self.tokenizer = model, tokenizer  # the training model itself: nothing to sync
-        self.temperature, self.top_p, self.batch_size = temperature, top_p, batch_size
+        self.sampling, self.batch_size = Sampling(temperature, top_p), batch_size
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> set[int]:
@@ -108,14 +116,16 @@ class TransformersBackend:
     def close(self) -> None:
         pass
 
-    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
+    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int,
+                 sampling: Sampling | None = None) -> list[list[Sample]]:
         jobs = [(p, prompt) for p, prompt in enumerate(prompts) for _ in range(n)]
         # Similar lengths share a batch, so little compute goes to padding.
         order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))
         results: dict[int, Sample] = {}
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for j, sample in zip(batch, self._generate_batch([jobs[j][1] for j in batch], max_new_tokens)):
+            for j, sample in zip(batch, self._generate_batch([jobs[j][1] for j in batch], max_new_tokens,
+                                                             sampling or self.sampling)):
                 results[j] = sample
         groups: list[list[Sample]] = [[] for _ in prompts]
         for j, (p, _) in enumerate(jobs):
@@ -123,7 +133,7 @@ class TransformersBackend:
         return groups
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Sample]:
+    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling) -> list[Sample]:
         device = self.model.device
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -133,12 +143,12 @@ class TransformersBackend:
         # Temperature and top-p are passed as explicit warpers ahead of the recorder (transformers would run its
         # own after custom processors, so the recorder would see raw scores). Temperature 0 is greedy decoding
         # (evaluation); top_k=0 turns off transformers' default top-k of 50.
-        warpers = [TemperatureLogitsWarper(self.temperature)] if self.temperature > 0 else []
-        warpers += [TopPLogitsWarper(self.top_p)] if self.temperature > 0 and self.top_p < 1 else []
+        warpers = [TemperatureLogitsWarper(sampling.temperature)] if sampling.temperature > 0 else []
+        warpers += [TopPLogitsWarper(sampling.top_p)] if sampling.temperature > 0 and sampling.top_p < 1 else []
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            do_sample=self.temperature > 0,
+            do_sample=sampling.temperature > 0,
             temperature=1.0,
             top_p=1.0,
             top_k=0,

@@ -16,7 +16,7 @@ import os
 import torch
 
 from selfplay.config import GenerationSettings
-from selfplay.policy.generation import Sample, WeightSyncError
+from selfplay.policy.generation import Sample, Sampling, WeightSyncError
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,15 @@ class VLLMBackend:
             # the log-probability of each sampled token after temperature and top-p: the behaviour policy
             logprobs_mode="processed_logprobs",
         )
-        self.temperature, self.top_p = temperature, top_p
+        self.sampling = Sampling(temperature, top_p)
 
-    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int) -> list[list[Sample]]:
+    def generate(self, prompts: list[list[int]], n: int, max_new_tokens: int,
+                 sampling: Sampling | None = None) -> list[list[Sample]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
+        sampling = sampling or self.sampling
+        params = SamplingParams(n=n, temperature=sampling.temperature,
+                                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
                                 max_tokens=max_new_tokens, logprobs=0)
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [
