@@ -156,7 +156,7 @@ class SelfPlayConfig(GenerationSettings):
 
     # --- verification ---
     verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
-    verify_workers: int = field(default=2, metadata={"help": "Verifier worker processes."})
+    verify_workers: int = field(default=2, metadata={"help": "Verifier worker processes (and teacher programs run at once)."})
     program_timeout: float = field(default=5.0, metadata={"help": "Seconds for a teacher program (program mode)."})
     program_memory_mb: int = field(default=512, metadata={"help": "Memory limit of a teacher program."})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,9 +209,13 @@ class SelfPlay:
         ]
 
     def run_programs(self, candidates: list[Candidate]) -> None:
-        """Program mode: the teacher's program, run in the sandbox, supplies the claimed answer."""
-        for c in candidates:
-            result = run_program(c.problem.program, self.config.program_timeout, self.config.program_memory_mb)
+        """Program mode: the teacher's program, run in the sandbox, supplies the claimed answer. Programs run
+        side by side, as many at once as there are verifier workers (each is a process under its own limits)."""
+        config = self.config
+        with ThreadPoolExecutor(max_workers=config.verify_workers) as workers:
+            results = list(workers.map(
+                lambda c: run_program(c.problem.program, config.program_timeout, config.program_memory_mb), candidates))
+        for c, result in zip(candidates, results):
             c.problem = with_program_output(c.problem, result.answer, result.status)
 
     def reject_echoes(self, candidates: list[Candidate], prompts: list[TeacherPrompt]) -> None:

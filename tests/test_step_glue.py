@@ -69,3 +69,14 @@ def test_variance_selection_keeps_the_teacher_group_whose_problems_scores_vary(t
     assert [r.completion_ids for r in rows.rows if r.role == "teacher"] == [c.sample.completion_ids for c in batch[2:]]
     assert [r.completion_ids for r in rows.rows if r.role == "student"] == [
         s.sample.completion_ids for s in batch[0].solutions]
+
+
+def test_program_mode_takes_each_problems_answer_from_its_own_program(tokenizer):
+    texts = {"ok": "print(3 * 4)", "slow": "import time\ntime.sleep(0.3)\nprint(7)", "crash": "raise SystemExit(3)",
+             "hostile": "import os\nos.system('true')\nprint(os.fork())"}
+    batch = [candidate(tokenizer, 0, f"<problem>How many legs do {n} cats have?</problem><program>{code}</program>")
+             for n, code in enumerate(texts.values(), start=3)]
+    step(tokenizer, reference_answer="program", verify_workers=2).run_programs(batch)
+    assert [c.problem.answer for c in batch] == ["12", "7", None, None]  # in candidate order, whatever finished first
+    assert [c.valid for c in batch] == [True, True, False, False]
+    assert batch[2].problem.reason.startswith("program failed: error") and "Operation not permitted" in batch[3].problem.reason
