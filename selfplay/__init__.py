@@ -6,4 +6,5 @@ __version__ = "0.1.0"
 # message naming the file, instead of failing somewhere deep inside checkpoint loading.
 # 2: metric keys namespaced by role (teacher/, student/, pool/, update/, verify/), reward terms per problem.
 # 3: the novelty archive (every valid problem) is saved apart from the pool (admitted problems only).
-RUN_FORMAT_VERSION = 3
+# 4: rng.pt holds one set of RNG states per rank (multi-process runs).
+RUN_FORMAT_VERSION = 4

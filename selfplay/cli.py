@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +36,33 @@ def _run(rest: list[str]) -> int:
     parser.add_argument("--config", help="YAML config file; flags override its keys")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last "
                         "checkpoint (with its saved config.yaml unless --config is given)")
+    parser.add_argument("--num-processes", type=int, default=1, help="run N data-parallel processes on this machine, "
+                        "launched through accelerate (one GPU each; without CUDA, CPU processes over gloo)")
     options, _ = parser.parse_known_args(rest)  # --help prints every setting and exits here
+    if options.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(options.num_processes, rest)
     config_file = options.config
     saved = Path(options.output_dir) / CONFIG
     if options.resume and config_file is None and saved.is_file():
         config_file = str(saved)  # resume with the run's own settings; flags still override
     run_dir = run(parse_config(config_file, rest, parser), resume=options.resume)
-    print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # one line for a multi-process run
+        print(f"run directory: {run_dir}")
     return 0
+
+
+def _launch(processes: int, rest: list[str]) -> int:
+    """`selfplay run` again under `accelerate launch` with `processes` processes (--num-processes removed)."""
+    import subprocess
+
+    kept = []
+    for arg, before in zip(rest, [None, *rest]):
+        if arg != "--num-processes" and before != "--num-processes" and not arg.startswith("--num-processes="):
+            kept.append(arg)
+    # --multi_gpu is accelerate's multi-process launcher (torchrun); its --cpu flag starts a single process.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "selfplay", "run", *kept]
+    return subprocess.run(command).returncode
 
 
 def _eval(rest: list[str]) -> int:

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from selfplay import rewards
 from selfplay.config import SelfPlayConfig
 from selfplay.curriculum.pool import Pool, eligible
+from selfplay.distributed import Ranks
 from selfplay.errors import SelfPlayError
 from selfplay.files import append_jsonl
 from selfplay.novelty import Archive, Embedder, novelty_scores
@@ -40,7 +42,7 @@ from selfplay.roles import (
 from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
-from selfplay.verify import Verifier, judge
+from selfplay.verify import Verifier, judge_all
 from selfplay.verify.sandbox import run_program
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,8 @@ class SelfPlay:
     updater: Updater
     teacher_template: PromptTemplate
     student_template: PromptTemplate
-    rng: np.random.Generator
+    rng: np.random.Generator  # the same stream on every rank: what the teacher is shown must agree
+    ranks: Ranks  # in a multi-process run, generation and checks are split across ranks (distributed.py)
     heldout: list = field(default_factory=list)  # benchmark items for in-run evaluation (eval_every > 0)
     step: int = 0
     empty_steps: int = 0
@@ -139,8 +142,8 @@ class SelfPlay:
         with timer("teacher_prompts"):
             prompts = self.prompt_teacher()
         with timer("teacher_generate"):
-            completions = self.backend.generate([p.ids for p in prompts], config.teacher_samples,
-                                                config.teacher_max_new_tokens)
+            completions = self.ranks.map(lambda mine: self.backend.generate(
+                [p.ids for p in mine], config.teacher_samples, config.teacher_max_new_tokens), prompts)
         with timer("parse"):
             candidates = self.parse(completions, prompts)
             if config.reference_answer == "program":
@@ -172,17 +175,25 @@ class SelfPlay:
             log.warning("step %d: every group has zero reward variance; no update", self.step)
         with timer("pool"):
             self.grow_pool(valid)
+        digest = None
+        if self.ranks.world > 1:
+            with timer("ranks_agree"):
+                digest = self.check_ranks_agree(prompts, valid)
         heldout = {}
         if self.heldout and self.step % config.eval_every == 0:
             with timer("eval"):
                 heldout = self.evaluate_heldout()
         with timer("log"):
             metrics = self.step_metrics(candidates, rows, update_stats) | heldout
-            metrics["verify/timeouts"] = self.verifier.timeouts - timeouts_before
-            append_jsonl(self.run_dir / CURRICULUM, [self.curriculum_record(c) for c in candidates])
+            metrics["verify/timeouts"] = sum(self.ranks.gather([self.verifier.timeouts - timeouts_before]))
+            if digest is not None:
+                metrics["ranks/digest"] = digest
+            if self.ranks.is_main:
+                append_jsonl(self.run_dir / CURRICULUM, [self.curriculum_record(c) for c in candidates])
         metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
         metrics["time/step"] = time.perf_counter() - step_start
-        append_jsonl(self.run_dir / METRICS, [metrics])
+        if self.ranks.is_main:
+            append_jsonl(self.run_dir / METRICS, [metrics])
         self.check_stalled()
         return metrics
 
@@ -212,9 +223,13 @@ class SelfPlay:
         """Program mode: the teacher's program, run in the sandbox, supplies the claimed answer. Programs run
         side by side, as many at once as there are verifier workers (each is a process under its own limits)."""
         config = self.config
-        with ThreadPoolExecutor(max_workers=config.verify_workers) as workers:
-            results = list(workers.map(
-                lambda c: run_program(c.problem.program, config.program_timeout, config.program_memory_mb), candidates))
+
+        def run_side_by_side(mine: list[Candidate]) -> list:
+            with ThreadPoolExecutor(max_workers=config.verify_workers) as workers:
+                return list(workers.map(
+                    lambda c: run_program(c.problem.program, config.program_timeout, config.program_memory_mb), mine))
+
+        results = self.ranks.map(run_side_by_side, candidates)
         for c, result in zip(candidates, results):
             c.problem = with_program_output(c.problem, result.answer, result.status)
 
@@ -223,7 +238,7 @@ class SelfPlay:
         if not candidates:
             return
         shown = sorted({text for c in candidates for text in prompts[c.teacher_prompt].shown})
-        vectors = self.embedder.encode([c.problem.problem for c in candidates] + shown)
+        vectors = self.embed([c.problem.problem for c in candidates] + shown)
         problems, shown_vectors = vectors[: len(candidates)], dict(zip(shown, vectors[len(candidates):]))
         for c, vector in zip(candidates, problems):
             similarity = max((float(vector @ shown_vectors[text]) for text in prompts[c.teacher_prompt].shown),
@@ -233,16 +248,18 @@ class SelfPlay:
     def solve(self, candidates: list[Candidate]) -> None:
         prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=c.problem.problem))
                    for c in candidates]
-        groups = self.backend.generate(prompts, self.config.student_samples, self.config.student_max_new_tokens)
+        groups = self.ranks.map(lambda mine: self.backend.generate(
+            mine, self.config.student_samples, self.config.student_max_new_tokens), prompts)
         for c, group in zip(candidates, groups):
             for sample in group:
                 read = read_answer(sample.text)
                 c.solutions.append(Solution(sample, read.answer, read.format_score))
 
     def judge(self, candidates: list[Candidate]) -> None:
-        for c in candidates:
-            verdict = judge([s.answer for s in c.solutions], self.config.reference_answer, c.problem.answer,
-                            self.verifier.equal_many)
+        verdicts = self.ranks.map(lambda mine: judge_all(
+            [([s.answer for s in c.solutions], c.problem.answer) for c in mine], self.config.reference_answer,
+            self.verifier.equal_many), candidates)
+        for c, verdict in zip(candidates, verdicts):
             for solution, correct in zip(c.solutions, verdict.correct):
                 solution.correct = correct
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
@@ -309,12 +326,28 @@ class SelfPlay:
         from selfplay.eval.evaluate import benchmark_summary, evaluate_items
 
         config, n = self.config, self.config.eval_samples
-        results = evaluate_items(config.eval_benchmark, self.heldout, self.backend, self.tokenizer,
-                                 self.student_template, self.verifier, n, config.eval_max_new_tokens,
-                                 sampling=Sampling(config.eval_temperature, config.eval_top_p))
+        results = self.ranks.map(lambda mine: evaluate_items(
+            config.eval_benchmark, mine, self.backend, self.tokenizer, self.student_template, self.verifier, n,
+            config.eval_max_new_tokens, sampling=Sampling(config.eval_temperature, config.eval_top_p)), self.heldout)
         summary = benchmark_summary(results)
         prefix = f"eval/{config.eval_benchmark}"
         return {f"{prefix}/mean@{n}": summary[f"mean@{n}"], f"{prefix}/pass@{n}": summary[f"pass@{n}"]}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of `texts`, computed in shares across ranks, so that every rank holds the same vectors."""
+        return np.stack(self.ranks.map(self.embedder.encode, texts)).reshape(len(texts), self.embedder.dim)
+
+    def check_ranks_agree(self, prompts: list[TeacherPrompt], valid: list[Candidate]) -> str:
+        """Every rank must hold the same pool, archive and weights. What changed this step is compared (by
+        induction from identical starts, that covers the whole state at a cost that does not grow with it)."""
+        weights = torch.stack([p.detach().double().sum() for p in self.updater.trainable]).cpu().numpy()
+        return self.ranks.agree({
+            "teacher prompts": repr([p.ids for p in prompts]).encode(),
+            "pool": repr([len(self.pool), [c.problem.problem for c in valid if c.admitted]]).encode(),
+            "archive": repr(len(self.archive)).encode() + b"".join(c.embedding.tobytes() for c in valid),
+            "novelty": repr([c.novelty for c in valid]).encode(),
+            "weights": weights.tobytes(),
+        })
 
     # ---------------------------------------------------------------- records
     def step_metrics(self, candidates: list[Candidate], rows: StepRows, update: dict) -> dict:
@@ -323,6 +356,7 @@ class SelfPlay:
         solutions = [s for c in valid for s in c.solutions]
         return {
             "step": self.step,
+            "world_size": self.ranks.world,
             "teacher/reward_mean": _mean([c.reward for c in candidates]),
             **_term_means("teacher", TeacherTerms, [c.terms for c in candidates]),
             "teacher/valid_fraction": len(valid) / len(candidates),
@@ -369,7 +403,8 @@ class SelfPlay:
         self.empty_steps += 1
         log.warning("step %d skipped: %s", self.step, why)
         metrics = {"step": self.step, "skipped": why, "pool/size": len(self.pool), "teacher/valid_fraction": 0.0}
-        append_jsonl(self.run_dir / METRICS, [metrics])
+        if self.ranks.is_main:
+            append_jsonl(self.run_dir / METRICS, [metrics])
         self.check_stalled()
         return metrics
 

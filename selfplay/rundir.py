@@ -9,7 +9,7 @@ of a run lives; everything else asks it (so sharded or multi-process checkpoints
       checkpoints/step-N/
         model/ | adapter/ full weights and tokenizer, or the LoRA adapter
         trainer.pt        optimizer and LR schedule
-        rng.pt            Python, NumPy and torch RNG states
+        rng.pt            Python, NumPy and torch RNG states, one set per rank of a multi-process run
         pool/             the pool's own files (problems, embeddings, FAISS index)
         state.json        written last: a folder without it is incomplete and ignored
 
@@ -89,10 +89,17 @@ class Checkpoint:
     def trainer_state(self) -> dict:
         return self._load(TRAINER)
 
-    def restore_rng(self, numpy_rng: np.random.Generator) -> None:
-        state = self._load(RNG)
+    def restore_rng(self, numpy_rng: np.random.Generator, rank: int, world: int) -> None:
+        """This rank's RNG states. `numpy_rng` is the run's shared stream (the same on every rank)."""
+        states = self._load(RNG)
+        numpy_rng.bit_generator.state = states[0]["numpy"]
+        if len(states) != world:
+            log.warning("%s was written by %d process(es), this run has %d: sampling continues from fresh seeds, so "
+                        "the resumed run is not the one an uninterrupted run would have been", self.path / RNG,
+                        len(states), world)
+            return
+        state = states[rank]
         random.setstate(state["python"])
-        numpy_rng.bit_generator.state = state["numpy"]
         torch.set_rng_state(state["torch"])
         if state["cuda"] is not None:
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -114,6 +121,11 @@ def checkpoints(run_dir: Path) -> list[Checkpoint]:
     return sorted((Checkpoint(path) for path in found), key=lambda c: c.step)
 
 
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
 def find_checkpoint(path: str | Path) -> Checkpoint | None:
     """The checkpoint a path names: a checkpoint folder, or a run directory's newest one; None for other paths."""
     path = Path(path).expanduser()
@@ -127,9 +139,16 @@ def find_checkpoint(path: str | Path) -> Checkpoint | None:
     return None
 
 
+def rng_state(numpy_rng: np.random.Generator) -> dict:
+    """This process's RNG states, for `save_checkpoint` (which takes one per rank)."""
+    return {"python": random.getstate(), "numpy": numpy_rng.bit_generator.state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, trainer_state: dict,
-                    numpy_rng: np.random.Generator, pool, archive, state: dict, keep: int) -> Checkpoint:
-    """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`."""
+                    rng: list[dict], pool, archive, state: dict, keep: int) -> Checkpoint:
+    """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`.
+    `rng`: `rng_state()` of every rank, in rank order."""
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".step-{step}.tmp"
@@ -141,8 +160,6 @@ def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, t
         model.save_pretrained(staging / MODEL)
         tokenizer.save_pretrained(staging / MODEL)
     torch.save(trainer_state, staging / TRAINER)
-    rng = {"python": random.getstate(), "numpy": numpy_rng.bit_generator.state, "torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     torch.save(rng, staging / RNG)
     pool.save(staging / POOL)
     archive.save(staging / ARCHIVE)
@@ -207,8 +224,7 @@ def rewind(run_dir: Path, config: SelfPlayConfig) -> Checkpoint | None:
         changed = [key for key, value in config.to_dict().items() if saved.to_dict()[key] != value]
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
-    found = checkpoints(run_dir)
-    checkpoint = found[-1] if found else None
+    checkpoint = latest_checkpoint(run_dir)
     step = checkpoint.step if checkpoint else 0
     for name in (METRICS, CURRICULUM):
         truncate_jsonl(Path(run_dir) / name, lambda r: isinstance(r.get("step"), int) and r["step"] <= step)

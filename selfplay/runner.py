@@ -14,6 +14,7 @@ from selfplay import rundir
 from selfplay.config import SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
+from selfplay.distributed import Ranks
 from selfplay.loop import SelfPlay
 from selfplay.novelty import Archive, Embedder
 from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_model
@@ -48,8 +49,16 @@ def kl_reference(config: SelfPlayConfig):
     return load_policy(config.model, config.device, config.dtype)[0].requires_grad_(False)
 
 
-def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
-    """Check everything cheap first (seeds, prompts, model path, run dir), then load models and restore state."""
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> SelfPlay:
+    """Check everything cheap first (seeds, prompts, model path, run dir), then load models and restore state.
+    In a multi-process run every rank builds the same run; the first alone creates or rewinds the run directory."""
+    ranks = ranks or Ranks()
     seeds = load_seeds(config.seeds, config.seed_problem_field, config.seed_answer_field)
     teacher_template = PromptTemplate.load(config.teacher_template)
     student_template = PromptTemplate.load(config.student_template)
@@ -64,13 +73,18 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         heldout = load_benchmark(config.eval_benchmark, resolve_benchmarks_dir(config.benchmarks_dir),
                                  limit=config.eval_limit)
     run_dir = Path(config.output_dir)
-    rundir.prepare(run_dir, resume)
-    checkpoint = rundir.rewind(run_dir, config) if resume else None
+    if ranks.is_main:
+        rundir.prepare(run_dir, resume)
+        if resume:
+            rundir.rewind(run_dir, config)
+    ranks.barrier()
+    checkpoint = rundir.latest_checkpoint(run_dir) if resume else None
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)  # the run's seed: every rank builds the same model (LoRA's random init too)
     model, tokenizer = load_trainable_policy(config, checkpoint)
+    # Each rank samples its own share, so each has its own stream from here on; `SelfPlay.rng` (what the teacher
+    # is shown) is the run's, the same on every rank.
+    seed_everything(config.seed + ranks.rank)
     embedder = Embedder(config.embedder)
     pool = Pool(embedder.dim, config.index_type, config.index_nlist, config.pool_max_size)
     archive = Archive(embedder.dim, config.index_type, config.index_nlist)
@@ -80,44 +94,51 @@ def build(config: SelfPlayConfig, resume: bool) -> SelfPlay:
         model=model,
         tokenizer=tokenizer,
         backend=make_backend(config, model, tokenizer, resolve_model(config.model), config.temperature, config.top_p,
-                             config.generation_batch_size, config.seed),
+                             config.generation_batch_size, config.seed + ranks.rank, ranks.world),
         embedder=embedder,
         verifier=Verifier(config.verify_timeout, config.verify_workers),
         pool=pool,
         archive=archive,
         updater=Updater(model, config, tokenizer.pad_token_id, pick_dtype(config.dtype, model.device),
-                        kl_reference(config)),
+                        kl_reference(config), ranks),
         teacher_template=teacher_template,
         student_template=student_template,
         rng=np.random.default_rng(config.seed),
+        ranks=ranks,
         heldout=heldout,
     )
     if checkpoint is None:
-        vectors = embedder.encode([s.problem for s in seeds])
+        vectors = selfplay.embed([s.problem for s in seeds])
         pool.add([{"problem": s.problem, "answer": s.answer, "concepts": s.concepts, "step": 0, "seed": True}
                   for s in seeds], vectors)
         archive.add(vectors)
     else:
         restore(selfplay, checkpoint)
         log.info("resumed from %s (step %d)", checkpoint.path, selfplay.step)
-    rundir.write_config(run_dir, config)  # only now: a failed restore leaves the run's saved settings as they were
+    if ranks.is_main:  # only now: a failed restore leaves the run's saved settings as they were
+        rundir.write_config(run_dir, config)
     return selfplay
 
 
 def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
     """Optimizer, schedule, RNGs, pool and counters from `checkpoint` (the weights were loaded with the policy)."""
     selfplay.updater.load_state_dict(checkpoint.trainer_state())
-    checkpoint.restore_rng(selfplay.rng)
+    checkpoint.restore_rng(selfplay.rng, selfplay.ranks.rank, selfplay.ranks.world)
     selfplay.pool.load(checkpoint.pool_dir)
     selfplay.archive.load(checkpoint.archive_path)
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
 
 
-def save_checkpoint(selfplay: SelfPlay) -> rundir.Checkpoint:
-    config = selfplay.config
-    return rundir.save_checkpoint(
+def save_checkpoint(selfplay: SelfPlay) -> None:
+    """Every rank hands its RNG states to the first, which writes the checkpoint (the rest of the state is the
+    same on every rank)."""
+    config, ranks = selfplay.config, selfplay.ranks
+    rng = ranks.gather([rundir.rng_state(selfplay.rng)])
+    if not ranks.is_main:
+        return
+    rundir.save_checkpoint(
         selfplay.run_dir, selfplay.step, model=selfplay.model, tokenizer=selfplay.tokenizer,
-        lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), numpy_rng=selfplay.rng,
+        lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), rng=rng,
         pool=selfplay.pool, archive=selfplay.archive, keep=config.keep_checkpoints,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
                "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive)},
@@ -126,13 +147,21 @@ def save_checkpoint(selfplay: SelfPlay) -> rundir.Checkpoint:
 
 def run(config: SelfPlayConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run self-play until `max_steps` (or forever when 0); returns the run directory."""
+    ranks = Ranks()
+    try:
+        return run_steps(build(config, resume, ranks), progress)
+    finally:
+        ranks.close()
+
+
+def run_steps(selfplay: SelfPlay, progress: bool) -> Path:
     from tqdm import tqdm
 
     from selfplay.tracking import Tracker
 
-    selfplay = build(config, resume)
-    tracker = Tracker(config, rundir.run_id(selfplay.run_dir), selfplay.run_dir)
-    bar = tqdm(total=config.max_steps or None, initial=selfplay.step, disable=not progress, unit="step")
+    config, main = selfplay.config, selfplay.ranks.is_main
+    tracker = Tracker(config, rundir.run_id(selfplay.run_dir), selfplay.run_dir, active=main)
+    bar = tqdm(total=config.max_steps or None, initial=selfplay.step, disable=not (progress and main), unit="step")
     try:
         while not config.max_steps or selfplay.step < config.max_steps:
             metrics = selfplay.run_step()

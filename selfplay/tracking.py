@@ -9,9 +9,10 @@ from selfplay.config import SelfPlayConfig
 
 
 class Tracker:
-    def __init__(self, config: SelfPlayConfig, run_id: str, run_dir: Path):
+    def __init__(self, config: SelfPlayConfig, run_id: str, run_dir: Path, active: bool = True):
+        """`active`: False on every rank but the first of a multi-process run (one run, one tracker)."""
         self.run = None
-        if config.report_to != "wandb":
+        if not active or config.report_to != "wandb":
             return
         import wandb
 

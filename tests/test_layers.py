@@ -6,13 +6,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "selfplay"
 LAYERS = [  # lowest first, as in README.md
-    {"selfplay", "errors", "files", "config"},
+    {"selfplay", "errors", "files", "config", "distributed"},
     {"rundir"},
     {"policy", "roles", "verify", "novelty", "rewards", "train"},
     {"curriculum", "eval"},
     {"loop"},
     {"runner", "tracking"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -4,7 +4,7 @@ the real guarded verifier and the real sandbox."""
 import pytest
 
 from selfplay.roles import TeacherProblem, with_program_output
-from selfplay.verify import Verifier, judge
+from selfplay.verify import Verifier, judge, judge_all
 from selfplay.verify.judge import majority_class, solve_rate
 from selfplay.verify.sandbox import run_program
 
@@ -46,6 +46,20 @@ def test_teacher_mode_sends_only_given_answers_to_the_checker():
 
     verdict = judge([None, "4", None, "5"], "teacher", "4", equal_many)
     assert seen == [("4", "4"), ("4", "5")] and verdict.correct == (False, True, False, False)
+
+
+@pytest.mark.parametrize("mode", ["majority", "teacher"])
+def test_a_steps_problems_are_judged_in_one_checker_call_with_the_same_verdicts(verifier, mode):
+    problems = [(ANSWERS, "0.5"), (["2", "2.0", "x", "3"], "3"), ([None, None], None), (["7", "1/2"], "7")]
+    calls = []
+
+    def equal_many(pairs):
+        calls.append(pairs)
+        return verifier.equal_many(pairs)
+
+    batched = judge_all(problems, mode, equal_many)
+    assert len(calls) == 1 and len(set(calls[0])) == len(calls[0])  # one call, no pair asked twice
+    assert batched == [judge(answers, mode, claimed, verifier.equal_many) for answers, claimed in problems]
 
 
 def test_solve_rate_counts_unparseable_answers_as_wrong():

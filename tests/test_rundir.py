@@ -32,10 +32,11 @@ def pool_of(size: int) -> Pool:
     return pool
 
 
-def save(run_dir, step, policy, pool, keep=2, rng=None):
+def save(run_dir, step, policy, pool, keep=2, rng=None, ranks=None):
+    """`ranks`: the RNG states of every rank (default: this process's, as one rank)."""
     return rundir.save_checkpoint(run_dir, step, model=policy, tokenizer=None, lora=True, trainer_state={"s": step},
-                                  numpy_rng=rng or np.random.default_rng(0), pool=pool, archive=pool.archive, keep=keep,
-                                  state={"base_model": "tiny", "pool_size": len(pool)})
+                                  rng=ranks or [rundir.rng_state(rng or np.random.default_rng(0))], pool=pool,
+                                  archive=pool.archive, keep=keep, state={"base_model": "tiny", "pool_size": len(pool)})
 
 
 class CrashingPool(Pool):
@@ -83,8 +84,32 @@ def test_rng_states_round_trip(tmp_path, policy):
     random.seed(99)
     torch.manual_seed(99)
     other = np.random.default_rng(99)
-    checkpoint.restore_rng(other)
+    checkpoint.restore_rng(other, rank=0, world=1)
     assert (random.random(), other.random(), torch.rand(1).item()) == expected
+
+
+def test_each_rank_restores_its_own_rng_states(tmp_path, policy, caplog):
+    shared = np.random.default_rng(5)
+    states = []
+    for seed in (10, 11):  # two ranks: their own torch streams, one shared numpy stream
+        torch.manual_seed(seed)
+        states.append(rundir.rng_state(shared))
+    checkpoint = save(tmp_path, 1, policy, pool_of(1), ranks=states)
+    expected_shared = np.random.default_rng(5).random()
+    torch.manual_seed(11)
+    expected_rank1 = torch.rand(1).item()
+    torch.manual_seed(99)
+    mine = np.random.default_rng(99)
+    checkpoint.restore_rng(mine, rank=1, world=2)
+    assert (mine.random(), torch.rand(1).item()) == (expected_shared, expected_rank1)
+    # Resumed by another number of processes: the shared stream is restored, the rank's own stays fresh, said aloud.
+    torch.manual_seed(99)
+    fresh = torch.rand(1).item()
+    torch.manual_seed(99)
+    mine = np.random.default_rng(99)
+    checkpoint.restore_rng(mine, rank=0, world=3)
+    assert (mine.random(), torch.rand(1).item()) == (expected_shared, fresh)
+    assert "written by 2 process(es), this run has 3" in caplog.text
 
 
 def test_corrupt_trainer_state_names_the_file(tmp_path, policy):

@@ -4,6 +4,7 @@ loss masks and selection (`SelfPlay.score` and `SelfPlay.training_rows` on hand-
 import pytest
 
 from selfplay.config import SelfPlayConfig
+from selfplay.distributed import Ranks
 from selfplay.loop import Candidate, SelfPlay, Solution
 from selfplay.policy import EMBEDDED, Sample, load_tokenizer
 from selfplay.roles import parse_teacher
@@ -29,7 +30,7 @@ def candidate(tokenizer, teacher_prompt, text, solutions=(), solve_rate=None, no
 
 def step(tokenizer, **config):
     return SelfPlay(SelfPlayConfig(student_samples=2, **config), None, None, tokenizer, None, None, None, None, None,
-                    None, None, None, None)
+                    None, None, None, None, Ranks())
 
 
 def candidates(tokenizer):

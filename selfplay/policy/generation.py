@@ -187,13 +187,17 @@ def resolve_backend(kind: str) -> str:
 
 
 def make_backend(settings: GenerationSettings, model, tokenizer, model_path: str, temperature: float, top_p: float,
-                 batch_size: int, seed: int) -> GenerationBackend:
+                 batch_size: int, seed: int, processes: int = 1) -> GenerationBackend:
     """The configured backend, sampling from `model`. A vLLM engine loads `model_path` (the policy's base) and is
-    then synced, since the policy may already differ from it (a resumed checkpoint, a LoRA adapter)."""
+    then synced, since the policy may already differ from it (a resumed checkpoint, a LoRA adapter). `processes`:
+    of a multi-process run, each of which gets its own backend."""
     if resolve_backend(settings.generation_backend) == "transformers":
         return TransformersBackend(model, tokenizer, temperature, top_p, batch_size)
     from selfplay.policy.vllm_backend import VLLMBackend
 
-    backend = VLLMBackend(model_path, settings, temperature, top_p, seed)
+    if processes > 1 and settings.vllm_tensor_parallel_size > 1:
+        raise ConfigError("config key 'vllm_tensor_parallel_size' > 1 in a multi-process run is not supported yet "
+                          "(each process runs its own engine on its own GPU)")
+    backend = VLLMBackend(model_path, settings, temperature, top_p, seed, processes)
     backend.sync(model)
     return backend

@@ -47,12 +47,16 @@ class VLLMBackend:
     # continuously, so a large chunk costs nothing.
     batch_size = 1024
 
-    def __init__(self, model_path: str, settings: GenerationSettings, temperature: float, top_p: float, seed: int):
+    def __init__(self, model_path: str, settings: GenerationSettings, temperature: float, top_p: float, seed: int,
+                 processes: int = 1):
+        """`processes` > 1: one engine per process of a multi-process run, on that process's device, inside the
+        process group the launcher made (vLLM's external launcher, as TRL's colocate mode runs it)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process (see above)
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
         self.llm = LLM(
+            distributed_executor_backend="external_launcher" if processes > 1 else None,
             model=model_path,
             dtype=settings.vllm_dtype,
             seed=seed,

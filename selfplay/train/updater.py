@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from selfplay.config import SelfPlayConfig
+from selfplay.distributed import Ranks
 from selfplay.train.loss import policy_loss, token_logprobs
 from selfplay.train.precision import Precision
 
@@ -64,17 +65,19 @@ def add_lora(model, config: SelfPlayConfig):
 class Updater:
     """`compute_dtype`: the dtype forward passes compute in (the model's own weights may be fp32 masters, see
     `precision.py`). `reference`: the frozen initial policy for the KL term of a full fine-tune (LoRA needs none:
-    its reference is the adapter switched off)."""
+    its reference is the adapter switched off). `ranks`: in a multi-process run, each rank trains on its share of
+    the rows and the gradients are summed before the optimizer step, so every rank takes the same step."""
 
     def __init__(self, model, config: SelfPlayConfig, pad_token_id: int, compute_dtype: torch.dtype = torch.float32,
-                 reference=None):
+                 reference=None, ranks: Ranks | None = None):
         self.model, self.config, self.pad = model, config, pad_token_id
+        self.ranks = ranks or Ranks()
         self.precision = Precision(compute_dtype, next(model.parameters()).device)
         self.scaler = self.precision.grad_scaler()
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         # Optimizer steps the schedule spans. Fixed by the run's first start: a resume restores it (load_state_dict).
         self.horizon = config.max_steps * config.updates_per_step if config.max_steps else 10**9
         self.scheduler = self._schedule()
@@ -122,21 +125,24 @@ class Updater:
         return self._logprobs(self.reference, batch)
 
     def step(self, rows: list[TrainRow]) -> dict[str, float]:
-        """Update on `rows` (already filtered to groups with signal); returns loss statistics."""
+        """Update on `rows` (already filtered to groups with signal, the same on every rank); returns loss
+        statistics over all ranks."""
         config = self.config
         rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.completion_ids))
-        weights = role_token_weights(rows)
+        weights = role_token_weights(rows)  # over all rows: each rank's loss is its part of the full-batch loss
+        mine = rows[self.ranks.rank :: self.ranks.world]  # dealt out in length order, so shares cost alike
+        weights = weights[self.ranks.rank :: self.ranks.world]
         size = config.train_micro_batch_size
-        chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
-        batches = [self._batch([rows[i] for i in chunk]) for chunk in chunks]
+        chunks = [list(range(i, min(i + size, len(mine)))) for i in range(0, len(mine), size)]
+        batches = [self._batch([mine[i] for i in chunk]) for chunk in chunks]
         # With one update per batch the sampling policy is the current one, so old log-probs are the current
         # ones detached (ratio 1); with several, they are frozen once before the first update.
         old = [self._frozen_logprobs(batch, False) for batch in batches] if config.updates_per_step > 1 else None
         refs = [self._frozen_logprobs(batch, True) for batch in batches] if config.kl_beta > 0 else None
         self.model.train()
         averaged = ("clip_fraction", "kl", "sampler_trainer_logprob_gap", "is_truncated_fraction")
-        totals = {"loss": 0.0, "grad_norm": 0.0} | dict.fromkeys(averaged, 0.0)
-        skipped = 0
+        sums = {"loss": 0.0} | dict.fromkeys(averaged, 0.0)  # this rank's, over its micro-batches and updates
+        grad_norm_sum, skipped = 0.0, 0
         for _ in range(config.updates_per_step):
             for b, (chunk, batch) in enumerate(zip(chunks, batches)):
                 logprobs = self._logprobs(self.model, batch)
@@ -144,7 +150,7 @@ class Updater:
                 loss, stats = policy_loss(
                     logprobs,
                     old[b] if old is not None else logprobs.detach(),
-                    torch.tensor([rows[i].advantage for i in chunk], device=device),
+                    torch.tensor([mine[i].advantage for i in chunk], device=device),
                     batch.completion,
                     torch.tensor([weights[i] for i in chunk], device=device).unsqueeze(1),
                     config.clip_epsilon,
@@ -154,13 +160,13 @@ class Updater:
                     config.importance_sampling_cap,
                 )
                 self.scaler.scale(loss).backward()
-                totals["loss"] += loss.item()
+                sums["loss"] += loss.item()
                 for key in averaged:
-                    totals[key] += stats[key] / len(chunks)
+                    sums[key] += stats[key]
+            self.ranks.sum_gradients(self.trainable)
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm))
-            totals["grad_norm"] += grad_norm
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm))
+            grad_norm_sum += grad_norm
             if math.isfinite(grad_norm):
                 self.scaler.step(self.optimizer)
                 self.scheduler.step()
@@ -172,8 +178,11 @@ class Updater:
             log.warning("%d of %d optimizer steps skipped: non-finite gradient norm", skipped, config.updates_per_step)
         self.model.eval()
         n = config.updates_per_step
-        return {key: value / n for key, value in totals.items()} | {"lr": self.scheduler.get_last_lr()[0],
-                                                                      "skipped_steps": skipped}
+        every = self.ranks.gather([(sums, len(chunks))])
+        batches_seen = max(sum(count for _, count in every), 1) * n
+        return ({"loss": sum(s["loss"] for s, _ in every) / n, "grad_norm": grad_norm_sum / n}
+                | {key: sum(s[key] for s, _ in every) / batches_seen for key in averaged}
+                | {"lr": self.scheduler.get_last_lr()[0], "skipped_steps": skipped})
 
     def _schedule(self):
         """The learning-rate schedule over `horizon` optimizer steps; past it, the rate stays at its final value

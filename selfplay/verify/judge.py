@@ -54,3 +54,22 @@ def judge(answers: Sequence[str | None], mode: str, claimed: str | None, equal_m
     given = [i for i, a in enumerate(answers) if a is not None]
     verdicts = dict(zip(given, equal_many([(claimed, answers[i]) for i in given])))
     return Judgement(claimed, tuple(verdicts.get(i, False) for i in range(len(answers))))
+
+
+def judge_all(problems: Sequence[tuple[Sequence[str | None], str | None]], mode: str,
+              equal_many: EqualMany) -> list[Judgement]:
+    """`judge` for every (answers, claimed) of a step with one `equal_many` call, so the guarded checker spreads
+    all the step's pairs over its workers (problem by problem, it got a handful at a time and sat idle). Which
+    pairs `judge` asks for never depends on the verdicts, so a first pass records them and a second answers."""
+    asked: list[tuple[str, str]] = []
+
+    def record(pairs: list[tuple[str, str]]) -> list[bool]:
+        asked.extend(pairs)
+        return [False] * len(pairs)
+
+    for answers, claimed in problems:
+        judge(answers, mode, claimed, record)
+    distinct = list(dict.fromkeys(asked))
+    verdicts = dict(zip(distinct, equal_many(distinct) if distinct else []))
+    return [judge(answers, mode, claimed, lambda pairs: [verdicts[pair] for pair in pairs])
+            for answers, claimed in problems]
