@@ -122,8 +122,13 @@ class SelfPlayConfig(GenerationSettings):
                 "showed)."})
     pool_dedup: bool = field(default=True, metadata={
         "help": "Keep near-duplicates out of the pool; false admits every problem, duplicates too (the reference)."})
-    index_type: Literal["flat", "hnsw", "ivf"] = field(default="flat", metadata={"help": "FAISS index kind."})
-    index_nlist: int = field(default=256, metadata={"help": "IVF lists (index_type=ivf)."})
+    index_type: Literal["auto", "flat", "hnsw"] = field(default="auto", metadata={
+        "help": "FAISS index of the archive: exact (flat), HNSW (about log N per search), or flat up to "
+                "index_exact_limit problems and HNSW past it (auto)."})
+    index_exact_limit: int = field(default=50_000, metadata={
+        "help": "index_type auto: the most problems searched exactly."})
+    index_storage: Literal["float32", "float16"] = field(default="float32", metadata={
+        "help": "How the archive stores embeddings; float16 halves memory and disk (see experiments/README.md)."})
 
     # --- training ---
     learning_rate: float = field(default=3e-7, metadata={"help": "AdamW learning rate."})
@@ -192,6 +197,7 @@ class SelfPlayConfig(GenerationSettings):
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         require(self.novelty_top_k >= 1, "novelty_top_k", "must be >= 1")
         require(0 < self.dedup_threshold <= 1.0, "dedup_threshold", "must be in (0, 1]")
+        require(self.index_exact_limit >= 0, "index_exact_limit", "must be >= 0")
         require(self.lr_schedule != "constant" or self.warmup_steps == 0, "warmup_steps",
                 "is ignored by lr_schedule 'constant': use 'constant_with_warmup'")
         require(self.learning_rate > 0, "learning_rate", "must be positive")

@@ -307,19 +307,23 @@ class SelfPlay:
 
     def grow_pool(self, candidates: list[Candidate]) -> None:
         """Every valid problem joins the novelty archive (a repeat earns no novelty, in the band or not); only
-        those that pass admission join the pool the teacher is shown."""
+        those that pass admission and are no near-duplicate of the pool (or of each other) join the pool the
+        teacher is shown."""
         config = self.config
-        if candidates:
-            self.archive.add(np.stack([c.embedding for c in candidates]))
-        admissible = [c for c in candidates if eligible(c.valid, c.solve_rate, config.pool_admission,
-                                                        config.band_low, config.band_high)]
-        if not admissible:
+        if not candidates:
             return
-        entries = [{"problem": c.problem.problem, "answer": c.reference, "concepts": c.problem.concepts,
-                    "step": self.step, "seed": False} for c in admissible]
+        vectors = np.stack([c.embedding for c in candidates])
+        admissible = [k for k, c in enumerate(candidates)
+                      if eligible(c.valid, c.solve_rate, config.pool_admission, config.band_low, config.band_high)]
         threshold = config.dedup_threshold if config.pool_dedup else None
-        for i in self.pool.admit(entries, np.stack([c.embedding for c in admissible]), threshold):
-            admissible[i].admitted = True
+        admitted = [admissible[i] for i in self.pool.distinct(vectors[admissible], threshold)]
+        first_row = len(self.archive)
+        self.archive.add(vectors)
+        self.pool.add([{"problem": candidates[k].problem.problem, "answer": candidates[k].reference,
+                        "concepts": candidates[k].problem.concepts, "step": self.step, "seed": False}
+                       for k in admitted], [first_row + k for k in admitted])
+        for k in admitted:
+            candidates[k].admitted = True
 
     def evaluate_heldout(self) -> dict:
         """Accuracy on a fixed held-out subset, so a user watches it move while the curriculum grows."""

@@ -6,15 +6,18 @@ of a run lives; everything else asks it (so sharded or multi-process checkpoints
       config.yaml         the resolved config (replaced on resume only after the restore succeeded)
       metrics.jsonl       one line per step
       curriculum.jsonl    one line per teacher completion
+      archive/            the novelty archive's embeddings and the pool's problems, appended to every step, and
+                          snapshots of the archive's graph (`novelty/archive.py`, `curriculum/pool.py`)
       checkpoints/step-N/
         model/ | adapter/ full weights and tokenizer, or the LoRA adapter
         trainer.pt        optimizer and LR schedule
         rng.pt            Python, NumPy and torch RNG states, one set per rank of a multi-process run
-        pool/             the pool's own files (problems, embeddings, FAISS index)
-        state.json        written last: a folder without it is incomplete and ignored
+        state.json        written last: a folder without it is incomplete and ignored; it records the length of
+                          each file in archive/ at the checkpoint
 
 A checkpoint is built in `.step-N.tmp` and renamed into place, so a kill leaves a whole checkpoint or none.
-On resume the logs are cut back to the checkpoint's step, so no step appears twice or half.
+On resume the logs are cut back to the checkpoint's step and the archive's files to the recorded lengths (they
+are only appended to), so no step appears twice or half, and a checkpoint costs what changed, not the archive.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ log = logging.getLogger(__name__)
 
 RUN_INFO, CONFIG, METRICS, CURRICULUM = "run.json", "config.yaml", "metrics.jsonl", "curriculum.jsonl"
 CHECKPOINTS = "checkpoints"
-MODEL, ADAPTER, TRAINER, RNG, POOL, STATE = "model", "adapter", "trainer.pt", "rng.pt", "pool", "state.json"
-ARCHIVE = "archive.faiss"
+MODEL, ADAPTER, TRAINER, RNG, STATE = "model", "adapter", "trainer.pt", "rng.pt", "state.json"
+ARCHIVE = "archive"
 
 
 class RunDirError(SelfPlayError):
@@ -69,14 +72,6 @@ class Checkpoint:
     @property
     def adapter_dir(self) -> Path:
         return self.path / ADAPTER
-
-    @property
-    def pool_dir(self) -> Path:
-        return self.path / POOL
-
-    @property
-    def archive_path(self) -> Path:
-        return self.path / ARCHIVE
 
     @property
     def is_lora(self) -> bool:
@@ -145,10 +140,15 @@ def rng_state(numpy_rng: np.random.Generator) -> dict:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
+def archive_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / ARCHIVE
+
+
 def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, trainer_state: dict,
-                    rng: list[dict], pool, archive, state: dict, keep: int) -> Checkpoint:
+                    rng: list[dict], appended: dict[str, int], state: dict, keep: int) -> Checkpoint:
     """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`.
-    `rng`: `rng_state()` of every rank, in rank order."""
+    `rng`: `rng_state()` of every rank, in rank order. `appended`: the byte length of each file of `archive_dir`
+    that this checkpoint covers (after they were flushed)."""
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".step-{step}.tmp"
@@ -161,9 +161,7 @@ def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, t
         tokenizer.save_pretrained(staging / MODEL)
     torch.save(trainer_state, staging / TRAINER)
     torch.save(rng, staging / RNG)
-    pool.save(staging / POOL)
-    archive.save(staging / ARCHIVE)
-    write_json(staging / STATE, {**state, "step": step, "format_version": RUN_FORMAT_VERSION})
+    write_json(staging / STATE, {**state, "step": step, "format_version": RUN_FORMAT_VERSION, "appended": appended})
     final = folder / f"step-{step}"
     if final.exists():
         shutil.rmtree(final)
@@ -217,8 +215,9 @@ def write_config(run_dir: Path, config: SelfPlayConfig) -> None:
 
 
 def rewind(run_dir: Path, config: SelfPlayConfig) -> Checkpoint | None:
-    """Before resuming: the newest checkpoint (None: start from step 0), with the logs cut back to its step,
-    because lines past it describe steps that will be run again. Warns about settings that changed."""
+    """Before resuming: the newest checkpoint (None: start from step 0), with the logs cut back to its step and
+    the archive's files to its lengths, because what lies past them describes steps that will be run again.
+    Warns about settings that changed."""
     saved = saved_config(run_dir)
     if saved is not None:
         changed = [key for key, value in config.to_dict().items() if saved.to_dict()[key] != value]
@@ -228,4 +227,14 @@ def rewind(run_dir: Path, config: SelfPlayConfig) -> Checkpoint | None:
     step = checkpoint.step if checkpoint else 0
     for name in (METRICS, CURRICULUM):
         truncate_jsonl(Path(run_dir) / name, lambda r: isinstance(r.get("step"), int) and r["step"] <= step)
+    if checkpoint is None:
+        shutil.rmtree(archive_dir(run_dir), ignore_errors=True)
+        return None
+    for name, length in checkpoint.state["appended"].items():
+        path = archive_dir(run_dir) / name
+        size = path.stat().st_size if path.exists() else 0
+        if size < length:
+            raise RunDirError(f"{path}: {size} bytes, shorter than the {length} that {checkpoint.path / STATE} "
+                              "records; the archive cannot be restored")
+        os.truncate(path, length)
     return checkpoint

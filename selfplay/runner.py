@@ -86,8 +86,9 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
     # is shown) is the run's, the same on every rank.
     seed_everything(config.seed + ranks.rank)
     embedder = Embedder(config.embedder)
-    pool = Pool(embedder.dim, config.index_type, config.index_nlist, config.pool_max_size)
-    archive = Archive(embedder.dim, config.index_type, config.index_nlist)
+    writes = rundir.archive_dir(run_dir) if ranks.is_main else None  # every rank holds them, the first writes them
+    archive = Archive(embedder.dim, config.index_type, config.index_storage, config.index_exact_limit, writes)
+    pool = Pool(archive, config.pool_max_size, writes)
     selfplay = SelfPlay(
         config=config,
         run_dir=run_dir,
@@ -108,10 +109,9 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         heldout=heldout,
     )
     if checkpoint is None:
-        vectors = selfplay.embed([s.problem for s in seeds])
+        archive.add(selfplay.embed([s.problem for s in seeds]))
         pool.add([{"problem": s.problem, "answer": s.answer, "concepts": s.concepts, "step": 0, "seed": True}
-                  for s in seeds], vectors)
-        archive.add(vectors)
+                  for s in seeds], list(range(len(seeds))))
     else:
         restore(selfplay, checkpoint)
         log.info("resumed from %s (step %d)", checkpoint.path, selfplay.step)
@@ -121,11 +121,13 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
 
 
 def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
-    """Optimizer, schedule, RNGs, pool and counters from `checkpoint` (the weights were loaded with the policy)."""
+    """Optimizer, schedule, RNGs, archive, pool and counters from `checkpoint` (the weights were loaded with the
+    policy; the archive's files were cut back to the checkpoint by `rundir.rewind`)."""
     selfplay.updater.load_state_dict(checkpoint.trainer_state())
     checkpoint.restore_rng(selfplay.rng, selfplay.ranks.rank, selfplay.ranks.world)
-    selfplay.pool.load(checkpoint.pool_dir)
-    selfplay.archive.load(checkpoint.archive_path)
+    folder = rundir.archive_dir(selfplay.run_dir)
+    selfplay.archive.load(folder, checkpoint.state["archive"])
+    selfplay.pool.load(folder, checkpoint.state["pool"])
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
 
 
@@ -139,9 +141,10 @@ def save_checkpoint(selfplay: SelfPlay) -> None:
     rundir.save_checkpoint(
         selfplay.run_dir, selfplay.step, model=selfplay.model, tokenizer=selfplay.tokenizer,
         lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), rng=rng,
-        pool=selfplay.pool, archive=selfplay.archive, keep=config.keep_checkpoints,
+        appended={**selfplay.archive.lengths(), **selfplay.pool.lengths()}, keep=config.keep_checkpoints,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
-               "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive)},
+               "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive), "archive": selfplay.archive.state(),
+               "pool": selfplay.pool.state()},
     )
 
 

@@ -83,7 +83,7 @@ def test_no_valid_problem_for_many_steps_stops_with_a_message(tiny_config):
 def test_empty_pool_step_is_logged_and_skipped(tiny_config):
     selfplay = build(tiny_config(max_steps=1), resume=False)
     try:
-        selfplay.pool = Pool(selfplay.embedder.dim)
+        selfplay.pool = Pool(selfplay.archive)
         metrics = selfplay.run_step()
     finally:
         selfplay.verifier.close()

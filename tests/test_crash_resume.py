@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from selfplay.curriculum.pool import Pool
 from selfplay.files import read_jsonl
 from selfplay.novelty import Archive
-from selfplay.rundir import checkpoints
+from selfplay.rundir import archive_dir, checkpoints
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow  # runs the real model in subprocesses
@@ -99,9 +99,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         assert load_file(checkpoint.adapter_dir / "adapter_model.safetensors")
         checkpoint.trainer_state()
         torch.load(checkpoint.path / "rng.pt", weights_only=False)
-        pool = Pool(384)
-        pool.load(checkpoint.pool_dir)  # raises if pool.jsonl, embeddings.npy and index.faiss disagree
-        assert len(pool) == len(pool.archive) == len(pool.embeddings) == checkpoint.state["pool_size"]
-        archive = Archive(384)
-        archive.load(checkpoint.archive_path)
-        assert len(archive) == checkpoint.state["archive_size"] >= len(pool)
+    newest = found[-1]
+    for name, length in newest.state["appended"].items():  # the run ended on a checkpoint: nothing beyond it
+        assert (archive_dir(run_dir) / name).stat().st_size == length, name
+    archive = Archive(384)
+    archive.load(archive_dir(run_dir), newest.state["archive"])  # raises if embeddings and batch ends disagree
+    pool = Pool(archive)
+    pool.load(archive_dir(run_dir), newest.state["pool"])
+    assert len(archive) == newest.state["archive_size"] >= len(pool) == newest.state["pool_size"]

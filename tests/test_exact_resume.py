@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -110,3 +111,44 @@ def test_a_resumed_full_fine_tune_keeps_the_initial_policy_as_its_kl_reference(t
     finally:
         resumed.verifier.close()
         resumed.backend.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_killed_between_archive_appends_then_resumed_to_the_exact_archive(tiny_config, index_type):
+    """What a kill in the middle of step 3 leaves in archive/: the archive's rows appended (the last write torn),
+    half a pool record. Resume restores the archive and pool of checkpoint 2 exactly: sizes, ids, search results
+    and (HNSW, restored from its snapshot and the batches after it) the graph itself."""
+    from selfplay.curriculum.pool import POOL_FILE
+    from selfplay.novelty.archive import EMBEDDINGS
+    from selfplay.rundir import archive_dir
+    from selfplay.runner import build, run_steps
+
+    settings = dict(index_type=index_type, generation_backend="transformers")
+    stopped = build(tiny_config(max_steps=2, **settings), resume=False)
+    run_steps(stopped, progress=False)
+    queries = np.random.default_rng(0).standard_normal((8, 384)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = archive_state(stopped.archive, stopped.pool, queries)  # in memory, as checkpoint 2 was written
+    stopped.archive.add(queries[:3])
+    folder = archive_dir(stopped.run_dir)
+    with open(folder / EMBEDDINGS, "ab") as torn, open(folder / POOL_FILE, "ab") as half:
+        torn.write(queries[3].tobytes()[:100])
+        half.write(b'{"problem": "half a rec')
+    resumed = build(tiny_config(max_steps=3, **settings), resume=True)
+    try:
+        assert archive_state(resumed.archive, resumed.pool, queries) == expected
+        assert expected[0] > 1 and resumed.archive.is_hnsw == (index_type == "hnsw")
+    finally:
+        resumed.verifier.close()
+        resumed.backend.close()
+
+
+def archive_state(archive, pool, queries):
+    import faiss
+
+    graph = [faiss.vector_to_array(getattr(archive.index.hnsw, part)).tolist() for part in ("levels", "neighbors")
+             if archive.is_hnsw]
+    sims, ids = archive.search(queries, 5)
+    return len(archive), pool.entries(), pool.members.tobytes().rstrip(b"\0"), sims.tolist(), ids.tolist(), graph
+

@@ -3,6 +3,7 @@ logs back to the checkpoint. A tiny real Llama with a real LoRA adapter stands i
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ import torch
 
 from selfplay import RUN_FORMAT_VERSION, rundir
 from selfplay.config import SelfPlayConfig
-from selfplay.curriculum.pool import Pool
 from selfplay.files import append_jsonl, read_jsonl
 
 
@@ -25,43 +25,33 @@ def policy():
     return get_peft_model(LlamaForCausalLM(tiny), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
 
 
-def pool_of(size: int) -> Pool:
-    pool = Pool(4)
-    vectors = np.eye(4, dtype=np.float32)[:size]
-    pool.add([{"problem": f"p{i}", "seed": False} for i in range(size)], vectors)
-    return pool
-
-
-def save(run_dir, step, policy, pool, keep=2, rng=None, ranks=None):
+def save(run_dir, step, policy, keep=2, rng=None, ranks=None, appended=None):
     """`ranks`: the RNG states of every rank (default: this process's, as one rank)."""
     return rundir.save_checkpoint(run_dir, step, model=policy, tokenizer=None, lora=True, trainer_state={"s": step},
-                                  rng=ranks or [rundir.rng_state(rng or np.random.default_rng(0))], pool=pool,
-                                  archive=pool.archive, keep=keep, state={"base_model": "tiny", "pool_size": len(pool)})
+                                  rng=ranks or [rundir.rng_state(rng or np.random.default_rng(0))],
+                                  appended=appended or {}, keep=keep, state={"base_model": "tiny"})
 
 
-class CrashingPool(Pool):
-    def save(self, folder):
-        super().save(folder)
-        raise KeyboardInterrupt  # killed after the pool was written, before state.json
+def killed(*_):
+    raise KeyboardInterrupt
 
 
-def test_checkpoint_is_complete_or_absent_and_old_ones_go(tmp_path, policy):
-    save(tmp_path, 1, policy, pool_of(1))
-    crashing = CrashingPool(4)
-    with pytest.raises(KeyboardInterrupt):
-        save(tmp_path, 2, policy, crashing)
+def test_checkpoint_is_complete_or_absent_and_old_ones_go(tmp_path, policy, monkeypatch):
+    save(tmp_path, 1, policy)
+    with monkeypatch.context() as crash:
+        crash.setattr(rundir, "write_json", killed)
+        with pytest.raises(KeyboardInterrupt):  # killed after the weights were written, before state.json
+            save(tmp_path, 2, policy)
     assert [c.step for c in rundir.checkpoints(tmp_path)] == [1]
     for step in (2, 3, 4):
-        save(tmp_path, step, policy, pool_of(step))
+        save(tmp_path, step, policy, appended={"embeddings.bin": step})
     found = rundir.checkpoints(tmp_path)
     assert [c.step for c in found] == [3, 4]
     newest = found[-1]
-    assert newest.state == {"base_model": "tiny", "pool_size": 4, "step": 4, "format_version": RUN_FORMAT_VERSION}
+    assert newest.state == {"base_model": "tiny", "step": 4, "format_version": RUN_FORMAT_VERSION,
+                            "appended": {"embeddings.bin": 4}}
     assert newest.is_lora and (newest.adapter_dir / "adapter_model.safetensors").is_file()
     assert newest.trainer_state() == {"s": 4}
-    restored = Pool(4)
-    restored.load(newest.pool_dir)
-    assert len(restored) == 4 and len(restored.archive) == 4
 
 
 def test_find_checkpoint_from_a_run_dir_or_a_checkpoint_folder(tmp_path, policy):
@@ -69,8 +59,8 @@ def test_find_checkpoint_from_a_run_dir_or_a_checkpoint_folder(tmp_path, policy)
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(rundir.RunDirError, match="no complete checkpoint"):
         rundir.find_checkpoint(tmp_path)
-    save(tmp_path, 1, policy, pool_of(1))
-    save(tmp_path, 2, policy, pool_of(2))
+    save(tmp_path, 1, policy)
+    save(tmp_path, 2, policy)
     assert rundir.find_checkpoint(tmp_path).step == 2
     assert rundir.find_checkpoint(tmp_path / "checkpoints" / "step-1").step == 1
 
@@ -79,7 +69,7 @@ def test_rng_states_round_trip(tmp_path, policy):
     rng = np.random.default_rng(5)
     random.seed(1)
     torch.manual_seed(2)
-    checkpoint = save(tmp_path, 1, policy, pool_of(1), rng=rng)
+    checkpoint = save(tmp_path, 1, policy, rng=rng)
     expected = (random.random(), rng.random(), torch.rand(1).item())
     random.seed(99)
     torch.manual_seed(99)
@@ -94,40 +84,52 @@ def test_each_rank_restores_its_own_rng_states(tmp_path, policy, caplog):
     for seed in (10, 11):  # two ranks: their own torch streams, one shared numpy stream
         torch.manual_seed(seed)
         states.append(rundir.rng_state(shared))
-    checkpoint = save(tmp_path, 1, policy, pool_of(1), ranks=states)
+    checkpoint = save(tmp_path, 1, policy, ranks=states)
     expected_shared = np.random.default_rng(5).random()
     torch.manual_seed(11)
     expected_rank1 = torch.rand(1).item()
-    torch.manual_seed(99)
-    mine = np.random.default_rng(99)
-    checkpoint.restore_rng(mine, rank=1, world=2)
-    assert (mine.random(), torch.rand(1).item()) == (expected_shared, expected_rank1)
+    assert draws_after_restore(checkpoint, rank=1, world=2) == (expected_shared, expected_rank1)
     # Resumed by another number of processes: the shared stream is restored, the rank's own stays fresh, said aloud.
     torch.manual_seed(99)
     fresh = torch.rand(1).item()
-    torch.manual_seed(99)
-    mine = np.random.default_rng(99)
-    checkpoint.restore_rng(mine, rank=0, world=3)
-    assert (mine.random(), torch.rand(1).item()) == (expected_shared, fresh)
+    assert draws_after_restore(checkpoint, rank=0, world=3) == (expected_shared, fresh)
     assert "written by 2 process(es), this run has 3" in caplog.text
 
 
+def draws_after_restore(checkpoint, rank, world):
+    """The next shared-stream and torch draws after restoring `rank` over fresh seeds."""
+    torch.manual_seed(99)
+    shared = np.random.default_rng(99)
+    checkpoint.restore_rng(shared, rank=rank, world=world)
+    return shared.random(), torch.rand(1).item()
+
+
 def test_corrupt_trainer_state_names_the_file(tmp_path, policy):
-    checkpoint = save(tmp_path, 1, policy, pool_of(1))
+    checkpoint = save(tmp_path, 1, policy)
     (checkpoint.path / "trainer.pt").write_bytes(b"garbage")
     with pytest.raises(rundir.RunDirError, match=r"step-1/trainer\.pt: unreadable"):
         checkpoint.trainer_state()
 
 
-def test_rewind_cuts_logs_back_to_the_newest_checkpoint(tmp_path, policy):
+def test_rewind_cuts_logs_and_archive_files_back_to_the_newest_checkpoint(tmp_path, policy):
     rundir.prepare(tmp_path / "run", resume=False)
     run_dir = tmp_path / "run"
+    archive = rundir.archive_dir(run_dir)
+    archive.mkdir()
     append_jsonl(run_dir / rundir.METRICS, [{"step": s} for s in (1, 2, 3)])
     append_jsonl(run_dir / rundir.CURRICULUM, [{"step": s} for s in (1, 1, 2, 2, 3)])
-    save(run_dir, 2, policy, pool_of(1))
+    (archive / "rows.bin").write_bytes(b"0123456789")  # step 3 appended rows 6..9, then the run was killed
+    save(run_dir, 2, policy, appended={"rows.bin": 6})
     assert rundir.rewind(run_dir, SelfPlayConfig()).step == 2
     assert [r["step"] for r in read_jsonl(run_dir / rundir.METRICS)] == [1, 2]
     assert [r["step"] for r in read_jsonl(run_dir / rundir.CURRICULUM)] == [1, 1, 2, 2]
+    assert (archive / "rows.bin").read_bytes() == b"012345"
+    save(run_dir, 3, policy, appended={"rows.bin": 8})  # records more than the file holds: the archive is lost
+    with pytest.raises(rundir.RunDirError, match=r"rows\.bin: 6 bytes, shorter than the 8"):
+        rundir.rewind(run_dir, SelfPlayConfig())
+    for checkpoint in rundir.checkpoints(run_dir):
+        shutil.rmtree(checkpoint.path)
+    assert rundir.rewind(run_dir, SelfPlayConfig()) is None and not archive.exists()  # from step 0: seeds again
 
 
 def test_prepare_errors(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfplay.novelty.archive import Archive
+from selfplay.novelty.archive import EF_NEAR_DUPLICATE, Archive
 from selfplay.novelty.embedder import Embedder
 from selfplay.rewards import novelty
 
@@ -31,10 +31,11 @@ def is_near_duplicate(similarity: float, threshold: float) -> bool:
     return similarity >= threshold - COSINE_TOLERANCE
 
 
-def not_near_duplicates(vectors: np.ndarray, archive: Archive, threshold: float) -> list[int]:
-    """Indices of the vectors to keep: not a near-duplicate (`is_near_duplicate`) of anything in the archive or
-    of an earlier kept vector of the same batch."""
-    sims, ids = archive.search(vectors, 1)
+def not_near_duplicates(vectors: np.ndarray, archive: Archive, threshold: float,
+                        members: np.ndarray | None = None) -> list[int]:
+    """Indices of the vectors to keep: not a near-duplicate (`is_near_duplicate`) of an archive row among
+    `members` (a bitmap, see `Archive.search`; None: all) or of an earlier kept vector of the same batch."""
+    sims, ids = archive.search(vectors, 1, members, ef_search=EF_NEAR_DUPLICATE)
     kept: list[int] = []
     for i in range(len(vectors)):
         archive_max = float(sims[i, 0]) if sims.shape[1] and ids[i, 0] >= 0 else -1.0
