@@ -151,6 +151,9 @@ class SelfPlayConfig(GenerationSettings):
         metadata={"help": "'all' trains every group with signal; 'variance' keeps the reference's selection."},
     )
     teacher_groups_per_step: int = field(default=1, metadata={"help": "Teacher groups kept by 'variance'."})
+    train_teacher: bool = field(default=True, metadata={
+        "help": "Train the teacher role; false trains only students, on the problems the policy still writes "
+                "(the control that isolates what teaching adds)."})
     mask_concepts: bool = field(default=True, metadata={"help": "Keep the teacher's <concepts> block out of the loss."})
     student_groups_per_step: int = field(default=1, metadata={"help": "Student groups kept by 'variance'."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})

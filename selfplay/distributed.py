@@ -101,5 +101,8 @@ class Ranks:
             self.state.wait_for_everyone()
 
     def close(self) -> None:
-        """Leave the process group (a gloo group still open at exit aborts the process)."""
-        self.state.destroy_process_group()
+        """Leave the launcher's process group (a gloo group still open at exit aborts the process). A single
+        process has none of its own: the group there is the vLLM engine's, which vLLM keeps for its next engine
+        in this process (destroying it breaks every later engine)."""
+        if self.world > 1:
+            self.state.destroy_process_group()

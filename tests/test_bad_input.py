@@ -64,9 +64,10 @@ def test_run_from_another_version_and_corrupt_checkpoint(short_run, tmp_path, ca
 def test_corrupt_pool_is_a_one_line_error(short_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(short_run, copy)
-    (copy / "checkpoints" / "step-2" / "pool" / "embeddings.npy").write_bytes(b"garbage")
+    pool_file = copy / "archive" / "pool.jsonl"
+    pool_file.write_bytes(b"x" * pool_file.stat().st_size)  # as long as the checkpoint records, but not JSON
     err = error_of(capsys, ["run", "--output-dir", str(copy), "--resume"])
-    assert "step-2/pool: pool files unreadable" in err and "Traceback" not in err
+    assert "archive/pool.jsonl: unreadable" in err and "Traceback" not in err
 
 
 def test_no_valid_problem_for_many_steps_stops_with_a_message(tiny_config):

@@ -59,3 +59,12 @@ def test_step_rows_keeps_teacher_rows_first_and_counts_groups_per_role():
     # spread; student: only problem 0 has signal
     assert reference.groups_trained == {"teacher": 1, "student": 1}
     assert [r.advantage > 0 for r in reference.rows if r.role == "teacher"] == [False, True]
+
+
+def test_an_untrained_teacher_gives_no_rows_and_leaves_the_students_rows_as_they_were():
+    teacher = [scored(0, 1.0), scored(0, 0.0)]
+    student = [scored(0, 1.0), scored(0, 0.0), scored(3, 1.0), scored(3, 0.0)]
+    both = step_rows(teacher, student, SelfPlayConfig(), {0: 0.1, 3: 0.9}, {0: 0, 3: 0})
+    students_only = step_rows(teacher, student, SelfPlayConfig(train_teacher=False), {0: 0.1, 3: 0.9}, {0: 0, 3: 0})
+    assert students_only.groups_trained == {"teacher": 0, "student": 2}
+    assert students_only.rows == [r for r in both.rows if r.role == "student"]

@@ -72,6 +72,7 @@ def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: Self
         chosen_teacher = selected_groups(teacher, config.teacher_groups_per_step, teacher_scores)
         chosen_student = selected_groups(student, config.student_groups_per_step, problem_scores)
     norm, eps = config.normalize_advantages, config.advantage_eps
-    teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher)
+    teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher) if config.train_teacher \
+        else ([], 0)
     student_rows, student_groups = role_rows("student", student, norm, eps, chosen_student)
     return StepRows(teacher_rows + student_rows, {"teacher": teacher_groups, "student": student_groups})
