@@ -24,7 +24,8 @@ RUN_DESCRIPTION = ("Run self-play. Every config key is a flag (--max-steps 3, --
 class EvalCommand:
     model: str = field(metadata={"help": "'embedded', a hub id, a folder, a run directory or a checkpoint."})
     out: str = field(metadata={"help": "Output folder (per_problem.jsonl, results.json, results.md)."})
-    compare: str | None = field(default=None, metadata={"help": "A second model, compared with --model as the base."})
+    compare: list[str] = field(default_factory=list, metadata={
+        "help": "Models compared with --model as the base, each by paired bootstrap (the base is evaluated once)."})
 
 
 def _run(rest: list[str]) -> int:
@@ -70,7 +71,7 @@ def _eval(rest: list[str]) -> int:
     from selfplay.eval.evaluate import EvalSettings, run_eval
 
     parser = settings_parser(EvalCommand, EvalSettings, prog="selfplay eval",
-                             description="Evaluate a model (or compare two) on benchmarks.")
+                             description="Evaluate a model (or compare others with it) on benchmarks.")
     command, settings = parser.parse_args_into_dataclasses(rest)
     run_eval(command.model, settings, command.out, compare=command.compare)
     print((Path(command.out) / "results.md").read_text())
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     # These three parse their own flags (see the handlers), --help included.
     for name, handler, summary in ((("run", _run, "run self-play (--help lists every setting)")),
-                                   ("eval", _eval, "evaluate a model (or compare two) on benchmarks"),
+                                   ("eval", _eval, "evaluate a model (or compare others with it) on benchmarks"),
                                    ("export", _export, "export a run's curriculum as a dataset")):
         commands.add_parser(name, help=summary, add_help=False).set_defaults(own_flags=handler)
 

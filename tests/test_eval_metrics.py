@@ -6,7 +6,9 @@ import pytest
 
 from selfplay.eval.benchmarks import STANDARD, BenchmarkError, expand, load_benchmark
 from selfplay.eval.benchmarks import resolve_benchmarks_dir
-from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, pass_at_k, summarize
+from selfplay.eval.evaluate import ProblemResult, comparison
+from selfplay.eval.metrics import (bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, pass_at_k,
+                                   summarize)
 
 
 def brute_force_pass_at_k(correct: list[bool], k: int) -> float:
@@ -42,6 +44,34 @@ def test_bootstrap_interval_contains_mean_and_narrows_with_more_data():
     assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
     assert hi_l - lo_l < hi_s - lo_s
     assert bootstrap_ci([0.5] * 10) == (0.5, 0.5)
+
+
+def test_macro_interval_weighs_each_benchmark_equally_whatever_its_size():
+    # constant within each benchmark: every resample has the same macro mean, that of the two means (not the pooled)
+    assert macro_bootstrap_ci([[1.0] * 10, [0.0] * 1000]) == (0.5, 0.5)
+    rng = np.random.default_rng(2)
+    small, large = rng.random(30), rng.random(300) + 1.0
+    low, high = macro_bootstrap_ci([small, large])
+    assert low < (small.mean() + large.mean()) / 2 < high
+    assert np.isnan(macro_bootstrap_ci([small, []])[0])
+
+
+def _results(bench: str, correct: list[list[bool]]) -> list[ProblemResult]:
+    return [ProblemResult(bench, str(i), "q", "1", ["s"] * len(c), ["1"] * len(c), c, False)
+            for i, c in enumerate(correct)]
+
+
+def test_comparison_is_the_compared_model_minus_the_base_per_set_and_macro():
+    base = {"a": _results("a", [[False, False], [True, False]]), "b": _results("b", [[False, False]] * 4)}
+    other = {"a": _results("a", [[True, True], [True, False]]), "b": _results("b", [[False, False]] * 4)}
+    result = comparison(base, other, n=2, seed=0)
+    assert result["benchmarks"]["a"]["mean@2_difference"] == pytest.approx(0.5)
+    assert result["benchmarks"]["a"]["expansion_rate"] == 1.0  # the one problem the base never solved
+    assert result["benchmarks"]["b"]["mean@2_difference"] == 0.0
+    assert result["benchmarks"]["b"]["expansion_rate"] == 0.0
+    assert result["macro"]["mean@2_difference"] == pytest.approx(0.25)  # sets weigh alike, not problems
+    low, high = result["macro"]["difference_ci95"]
+    assert 0.0 <= low <= 0.25 <= high <= 0.5
 
 
 def test_expansion_rate():

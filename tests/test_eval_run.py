@@ -14,27 +14,35 @@ pytestmark = pytest.mark.skipif(not resolve_benchmarks_dir("../shared/benchmarks
                                 reason="shared/benchmarks is not beside this checkout")
 
 
-def test_eval_embedded_on_mawps_and_compare_with_a_run_checkpoint(short_run, tmp_path):
+def test_eval_embedded_on_mawps_and_compare_a_run_checkpoint_and_itself(short_run, tmp_path):
     out = tmp_path / "results"
-    code = main(["eval", "--model", "embedded", "--compare", str(short_run), "--bench", "mawps_singleop,mawps_addsub",
-                 "--n", "2", "--limit", "3", "--max-new-tokens", "40", "--out", str(out)])
+    code = main(["eval", "--model", "embedded", "--compare", str(short_run), "embedded",
+                 "--bench", "mawps_singleop,mawps_addsub", "--n", "2", "--limit", "3", "--max-new-tokens", "40",
+                 "--out", str(out)])
     assert code == 0
     rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 * 2 * 3  # models x benchmarks x problems
+    assert len(rows) == 3 * 2 * 3  # models x benchmarks x problems
     for row in rows:
         assert {"model", "benchmark", "id", "prompt", "gold", "samples", "answers", "correct", "majority_correct"} <= set(row)
         assert len(row["samples"]) == len(row["answers"]) == len(row["correct"]) == 2
         assert all(isinstance(c, bool) for c in row["correct"])
     results = json.loads((out / "results.json").read_text())
-    summary = results["base"]["benchmarks"]["mawps_singleop"]
+    assert [m["model"] for m in results["models"]] == ["embedded", str(short_run), "embedded"]
+    summary = results["models"][0]["benchmarks"]["mawps_singleop"]
     assert summary["problems"] == 3 and summary["n"] == 2
     assert {"mean@2", "mean@2_ci95", "pass@1", "pass@2", "maj@2"} <= set(summary)
     assert summary["pass@1"] == pytest.approx(summary["mean@2"])
     assert 0.0 <= summary["mean@2"] <= summary["pass@2"] <= 1.0
-    diff = results["benchmarks"]["mawps_addsub"]
-    assert {"mean@2_difference", "difference_ci95", "expansion_rate"} <= set(diff)
+    run_vs_base, base_vs_itself = results["comparisons"]
+    assert run_vs_base["model"] == str(short_run)
+    assert {"mean@2_difference", "difference_ci95", "expansion_rate"} <= set(run_vs_base["benchmarks"]["mawps_addsub"])
+    low, high = run_vs_base["macro"]["difference_ci95"]
+    assert low <= run_vs_base["macro"]["mean@2_difference"] <= high
+    # the same model with the same seed samples the same solutions: no difference, and an interval of width 0
+    assert base_vs_itself["macro"] == {"mean@2_difference": 0.0, "difference_ci95": [0.0, 0.0]}
     table = (out / "results.md").read_text()
     assert "| mawps_singleop | embedded | 3 |" in table and "expansion rate" in table
+    assert f"| macro average | {short_run} |" in table
 
 
 def test_in_run_evaluation_is_logged_each_eval_step(tiny_config):

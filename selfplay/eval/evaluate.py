@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from selfplay.config import BENCHMARKS_DIR, EVAL_TEMPERATURE, EVAL_TOP_P, STUDENT_TEMPLATE, GenerationSettings
 from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
 from selfplay.files import atomic_write
-from selfplay.eval.metrics import bootstrap_ci, expansion_rate, majority_correct, summarize
+from selfplay.eval.metrics import bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, summarize
 from selfplay.policy import Sampling, engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
 from selfplay.verify import Verifier, extract_final_answer
@@ -106,61 +107,75 @@ def _macro(summaries: dict[str, dict], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: str | None = None) -> dict:
-    """Evaluate `model` (and `compare`, side by side); write per_problem.jsonl, results.json, results.md."""
+def comparison(base: dict[str, list[ProblemResult]], other: dict[str, list[ProblemResult]], n: int, seed: int) -> dict:
+    """`other` against `base` on the same problems: per benchmark the mean@n difference with its paired bootstrap
+    interval and the expansion rate; the macro difference with its interval (problems resampled within each set)."""
+    diffs = {bench: [sum(o.correct) / n - sum(b.correct) / n for b, o in zip(base[bench], other[bench])]
+             for bench in base}
+    return {
+        "benchmarks": {bench: {
+            f"mean@{n}_difference": float(np.mean(d)),
+            "difference_ci95": bootstrap_ci(d, seed=seed),
+            "expansion_rate": expansion_rate([any(r.correct) for r in base[bench]],
+                                             [any(r.correct) for r in other[bench]]),
+        } for bench, d in diffs.items()},
+        "macro": {f"mean@{n}_difference": float(np.mean([np.mean(d) for d in diffs.values()])),
+                  "difference_ci95": macro_bootstrap_ci(list(diffs.values()), seed=seed)},
+    }
+
+
+def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Sequence[str] = ()) -> dict:
+    """Evaluate `model`, and each of `compare` against it as the base (the base is evaluated once); write
+    per_problem.jsonl, results.json (`models`: base first; `comparisons`: one per compared model), results.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    models = {"base": model} if compare is None else {"base": model, "compare": compare}
-    per_model: dict[str, dict[str, list[ProblemResult]]] = {}
+    specs = [model, *compare]
     with Verifier(settings.verify_timeout) as verifier:
-        for role, spec in models.items():
-            per_model[role] = evaluate_model(spec, settings, verifier)
-    lines = [
-        json.dumps({"model": models[role], **asdict(r)}, ensure_ascii=False)
-        for role, by_bench in per_model.items() for results in by_bench.values() for r in results
-    ]
+        per_model = [evaluate_model(spec, settings, verifier) for spec in specs]
+    lines = [json.dumps({"model": spec, **asdict(r)}, ensure_ascii=False)
+             for spec, by_bench in zip(specs, per_model) for results in by_bench.values() for r in results]
     atomic_write(out / "per_problem.jsonl", "\n".join(lines) + "\n")
     n = settings.n
-    report: dict = {"settings": asdict(settings), "models": models, "benchmarks": {}}
-    for role, by_bench in per_model.items():
+    models = []
+    for spec, by_bench in zip(specs, per_model):
         summaries = {bench: benchmark_summary(results, settings.seed) for bench, results in by_bench.items()}
-        report[role] = {"benchmarks": summaries, "macro": {k: _macro(summaries, k) for k in (f"mean@{n}", f"pass@{n}", f"maj@{n}")}}
-    if compare is not None:
-        for bench, base_results in per_model["base"].items():
-            other = per_model["compare"][bench]
-            diffs = [sum(o.correct) / n - sum(b.correct) / n for b, o in zip(base_results, other)]
-            report["benchmarks"][bench] = {
-                f"mean@{n}_difference": float(np.mean(diffs)),
-                "difference_ci95": bootstrap_ci(diffs, seed=settings.seed),
-                "expansion_rate": expansion_rate([any(b.correct) for b in base_results], [any(o.correct) for o in other]),
-            }
+        models.append({"model": spec, "benchmarks": summaries,
+                       "macro": {k: _macro(summaries, k) for k in (f"mean@{n}", f"pass@{n}", f"maj@{n}")}})
+    report = {"settings": asdict(settings), "models": models,
+              "comparisons": [{"model": spec, **comparison(per_model[0], other, n, settings.seed)}
+                              for spec, other in zip(compare, per_model[1:])]}
     atomic_write(out / "results.json", json.dumps(report, indent=2))
     atomic_write(out / "results.md", markdown_table(report, n))
     return report
 
 
 def markdown_table(report: dict, n: int) -> str:
-    roles = [r for r in ("base", "compare") if r in report]
-    header = "| benchmark | model | problems | mean@{n} (95% CI) | pass@1 | pass@{n} | maj@{n} |".format(n=n)
-    rows = [header, "|---|---|---|---|---|---|---|"]
-
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"
 
-    for bench in report[roles[0]]["benchmarks"]:
-        for role in roles:
-            s = report[role]["benchmarks"][bench]
+    def interval(d):
+        low, high = d["difference_ci95"]
+        return f"{d[f'mean@{n}_difference']:+.3f} ({low:+.3f} to {high:+.3f})"
+
+    models = report["models"]
+    rows = [f"| benchmark | model | problems | mean@{n} (95% CI) | pass@1 | pass@{n} | maj@{n} |",
+            "|---|---|---|---|---|---|---|"]
+    for bench in models[0]["benchmarks"]:
+        for entry in models:
+            s = entry["benchmarks"][bench]
             low, high = s[f"mean@{n}_ci95"]
-            rows.append(f"| {bench} | {report['models'][role]} | {s['problems']} | {fmt(s[f'mean@{n}'])} "
+            rows.append(f"| {bench} | {entry['model']} | {s['problems']} | {fmt(s[f'mean@{n}'])} "
                         f"({fmt(low)}-{fmt(high)}) | {fmt(s['pass@1'])} | {fmt(s[f'pass@{n}'])} | {fmt(s[f'maj@{n}'])} |")
-    for role in roles:
-        macro = report[role]["macro"]
-        rows.append(f"| macro average | {report['models'][role]} | | {fmt(macro[f'mean@{n}'])} | | "
+    for entry in models:
+        macro = entry["macro"]
+        rows.append(f"| macro average | {entry['model']} | | {fmt(macro[f'mean@{n}'])} | | "
                     f"{fmt(macro[f'pass@{n}'])} | {fmt(macro[f'maj@{n}'])} |")
     text = "\n".join(rows) + "\n"
-    if report["benchmarks"]:
-        text += "\n| benchmark | difference in mean@{n} (95% CI) | expansion rate |\n|---|---|---|\n".format(n=n)
-        for bench, d in report["benchmarks"].items():
-            low, high = d["difference_ci95"]
-            text += f"| {bench} | {d[f'mean@{n}_difference']:+.3f} ({low:+.3f} to {high:+.3f}) | {fmt(d['expansion_rate'])} |\n"
+    if report["comparisons"]:
+        text += (f"\nAgainst {models[0]['model']} (paired bootstrap over problems):\n\n"
+                 f"| benchmark | model | difference in mean@{n} (95% CI) | expansion rate |\n|---|---|---|---|\n")
+        for entry in report["comparisons"]:
+            for bench, d in entry["benchmarks"].items():
+                text += f"| {bench} | {entry['model']} | {interval(d)} | {fmt(d['expansion_rate'])} |\n"
+            text += f"| macro average | {entry['model']} | {interval(entry['macro'])} | |\n"
     return text

@@ -1,4 +1,4 @@
-"""Evaluation metrics (pure): mean@n, unbiased pass@k, maj@n, bootstrap intervals, expansion rate."""
+"""Evaluation metrics (pure): mean@n, unbiased pass@k, maj@n, bootstrap intervals (per benchmark and macro), expansion rate."""
 
 from __future__ import annotations
 
@@ -26,11 +26,19 @@ def majority_correct(classes: Sequence[int | None], correct: Sequence[bool]) -> 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean, resampling problems."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
+    return macro_bootstrap_ci([values], resamples, seed, level)
+
+
+def macro_bootstrap_ci(groups: Sequence[Sequence[float]], resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of group means (a macro average over benchmarks), resampling
+    problems within each group, so every benchmark keeps its size and weight."""
+    groups = [np.asarray(values, dtype=float) for values in groups]
+    if not groups or any(len(values) == 0 for values in groups):
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    means = np.mean([values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+                     for values in groups], axis=0)
     tail = (1 - level) / 2 * 100
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
