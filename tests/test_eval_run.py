@@ -54,3 +54,25 @@ def test_in_run_evaluation_is_logged_each_eval_step(tiny_config):
     assert metrics[0]["time/eval"] > 0
     assert main(["report", str(run_dir), "--out", str(Path(run_dir) / "report")]) == 0
     assert 'src="heldout.png"' in (Path(run_dir) / "report" / "index.html").read_text()
+
+
+def test_a_stopped_evaluation_run_again_redoes_only_the_unfinished_benchmarks(tmp_path):
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "What is 4 - 1?", "answer": "3"}\n')
+    second.write_text('{"question": "What is 6 / 2?"}\n')  # no answer field: the evaluation stops at this set
+    out = tmp_path / "results"
+    args = ["eval", "--model", "embedded", "--bench", f"{first},{second}", "--question-field", "question",
+            "--answer-field", "answer", "--n", "2", "--max-new-tokens", "16", "--generation-backend", "transformers",
+            "--out", str(out)]
+    assert main(args) == 2
+    part = out / "partial" / "0-first.jsonl"
+    finished = [json.loads(line) for line in part.read_text().splitlines()]
+    assert len(finished) == 2 and not (out / "results.json").exists()
+    finished[0]["samples"][0] = "read back, not sampled again"
+    part.write_text("".join(json.dumps(row) + "\n" for row in finished))
+    second.write_text('{"question": "What is 6 / 2?", "answer": "3"}\n')
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    assert [row["benchmark"] for row in rows] == ["first", "first", "second"]
+    assert rows[0]["samples"][0] == "read back, not sampled again"
+    assert not (out / "partial").exists()  # per_problem.jsonl holds every part now

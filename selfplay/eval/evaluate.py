@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,11 +13,13 @@ import numpy as np
 
 from selfplay.config import BENCHMARKS_DIR, EVAL_TEMPERATURE, EVAL_TOP_P, STUDENT_TEMPLATE, GenerationSettings
 from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
-from selfplay.files import atomic_write
+from selfplay.files import atomic_write, read_jsonl
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, summarize
 from selfplay.policy import Sampling, engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
 from selfplay.verify import Verifier, extract_final_answer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,21 +86,56 @@ class EvalSettings(GenerationSettings):
     verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
 
 
-def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier) -> dict[str, list[ProblemResult]]:
+class FinishedParts:
+    """The (model, benchmark) results an evaluation has finished, one file each under `out/partial/`, so that the
+    same command run again after a stop (a kill, a full disk, a missing benchmark file) redoes only the rest.
+    Parts of another command (other models or settings) are discarded: they would not compare."""
+
+    def __init__(self, folder: Path, command: dict):
+        self.folder = folder
+        stamp = folder / "command.json"
+        if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != command):
+            log.warning("%s holds the parts of another evaluation command: discarded", folder)
+            shutil.rmtree(folder)
+        atomic_write(stamp, json.dumps(command))
+
+    def _path(self, model_index: int, bench: str) -> Path:
+        return self.folder / f"{model_index}-{bench}.jsonl"
+
+    def get(self, model_index: int, bench: str) -> list[ProblemResult] | None:
+        path = self._path(model_index, bench)
+        return [ProblemResult(**row) for row in read_jsonl(path)] if path.is_file() else None
+
+    def put(self, model_index: int, bench: str, results: list[ProblemResult]) -> None:
+        atomic_write(self._path(model_index, bench), "".join(json.dumps(asdict(r)) + "\n" for r in results))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder)
+
+
+def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier, parts: FinishedParts,
+                   model_index: int) -> dict[str, list[ProblemResult]]:
+    """Each benchmark of `settings.bench` on one model; finished parts are read back, and the model is loaded
+    only if a benchmark is left to do."""
     import torch
 
+    names = [slug(name) for name in expand(settings.bench)]
+    results = {name: parts.get(model_index, name) for name in names}
+    todo = [name for name in expand(settings.bench) if results[slug(name)] is None]
+    if not todo:
+        return results
     torch.manual_seed(settings.seed)
     model, tokenizer = load_policy(model_spec)
     backend = make_backend(settings, model, tokenizer, engine_path(model_spec), settings.temperature, settings.top_p,
                            settings.batch_size, settings.seed)
     template = PromptTemplate.load(settings.template)
-    results = {}
     try:
-        for name in expand(settings.bench):
+        for name in todo:
             items = load_benchmark(name, resolve_benchmarks_dir(settings.benchmarks_dir), settings.question_field,
                                    settings.answer_field, settings.limit)
             results[slug(name)] = evaluate_items(slug(name), items, backend, tokenizer, template, verifier, settings.n,
                                                  settings.max_new_tokens, progress=True)
+            parts.put(model_index, slug(name), results[slug(name)])
     finally:
         backend.close()
     return results
@@ -126,12 +165,13 @@ def comparison(base: dict[str, list[ProblemResult]], other: dict[str, list[Probl
 
 def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Sequence[str] = ()) -> dict:
     """Evaluate `model`, and each of `compare` against it as the base (the base is evaluated once); write
-    per_problem.jsonl, results.json (`models`: base first; `comparisons`: one per compared model), results.md."""
+    per_problem.jsonl, results.json (`models`: base first; `comparisons`: one per compared model), results.md.
+    Stopped part-way, the same call again reuses each finished (model, benchmark)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     specs = [model, *compare]
+    parts = FinishedParts(out / "partial", {"models": specs, "settings": asdict(settings)})
     with Verifier(settings.verify_timeout) as verifier:
-        per_model = [evaluate_model(spec, settings, verifier) for spec in specs]
+        per_model = [evaluate_model(spec, settings, verifier, parts, i) for i, spec in enumerate(specs)]
     lines = [json.dumps({"model": spec, **asdict(r)}, ensure_ascii=False)
              for spec, by_bench in zip(specs, per_model) for results in by_bench.values() for r in results]
     atomic_write(out / "per_problem.jsonl", "\n".join(lines) + "\n")
@@ -146,6 +186,7 @@ def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Seque
                               for spec, other in zip(compare, per_model[1:])]}
     atomic_write(out / "results.json", json.dumps(report, indent=2))
     atomic_write(out / "results.md", markdown_table(report, n))
+    parts.remove()  # per_problem.jsonl holds them all now
     return report
 
 
