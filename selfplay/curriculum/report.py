@@ -10,9 +10,62 @@ import numpy as np
 
 from selfplay.curriculum.export import run_config
 from selfplay.files import atomic_write, read_jsonl
+from selfplay.rewards import in_band
 from selfplay.rundir import CURRICULUM, METRICS, RunDirError
 
 MAX_MAPPED_PROBLEMS = 2000  # problems embedded for the 2-D map (spread evenly over the run)
+SIGNAL_WINDOWS = 10  # rows of the signals table
+SOLVE_RATE_BINS = ("never solved", "below band", "in band", "above band", "always solved")
+
+
+def solve_rate_bin(rate: float, low: float, high: float) -> str:
+    """Where a problem's solve rate falls against the band (a rate on an edge is in it)."""
+    if in_band(rate, low, high):
+        return "in band"
+    if rate in (0.0, 1.0):
+        return "never solved" if rate == 0.0 else "always solved"
+    return "below band" if rate < low else "above band"
+
+
+def signal_windows(metrics: list[dict], completions: list[dict], band: tuple[float, float],
+                   windows: int = SIGNAL_WINDOWS) -> list[dict]:
+    """The signals that say whether self-play can learn, over equal windows of steps: the share of teacher
+    completions that are valid problems and that land in the band, the student's format rate and solve rate,
+    and how the valid problems' solve rates fall against the band."""
+    last = max((m["step"] for m in metrics), default=0)
+    size = max(1, -(-last // windows))
+    table = []
+    for first in range(1, last + 1, size):
+        steps = range(first, min(first + size, last + 1))
+        written = [r for r in completions if r.get("step") in steps]
+        rated = [r["solve_rate"] for r in written if r.get("valid") and r.get("solve_rate") is not None]
+        student_format = [m["student/format_mean"] for m in metrics
+                          if m["step"] in steps and isinstance(m.get("student/format_mean"), (int, float))]
+        bins = Counter(solve_rate_bin(rate, *band) for rate in rated)
+        table.append({
+            "steps": f"{steps[0]}-{steps[-1]}",
+            "completions": len(written),
+            "valid": sum(bool(r.get("valid")) for r in written) / len(written) if written else None,
+            "in_band": sum(in_band(r.get("solve_rate"), *band) for r in written) / len(written) if written else None,
+            "student_format": float(np.mean(student_format)) if student_format else None,
+            "solve_rate": float(np.mean(rated)) if rated else None,
+            "solve_rate_bins": {name: bins[name] for name in SOLVE_RATE_BINS},
+        })
+    return table
+
+
+def _signals_table(rows: list[dict]) -> str:
+    def cell(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    header = "".join(f"<th>{name}</th>" for name in
+                     ("steps", "teacher completions", "valid", "in band", "student format", "mean solve rate",
+                      *(f"solve rate: {name}" for name in SOLVE_RATE_BINS)))
+    body = "".join(
+        f"<tr><td>{r['steps']}</td><td>{r['completions']}</td><td>{cell(r['valid'])}</td><td>{cell(r['in_band'])}</td>"
+        f"<td>{cell(r['student_format'])}</td><td>{cell(r['solve_rate'])}</td>"
+        + "".join(f"<td>{r['solve_rate_bins'][name]}</td>" for name in SOLVE_RATE_BINS) + "</tr>" for r in rows)
+    return f"<table><tr>{header}</tr>{body}</table>"
 
 
 def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -134,7 +187,8 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
     matplotlib.use("Agg")
     config = run_config(run_dir)
     metrics = [m for m in read_jsonl(run_dir / METRICS) if "skipped" not in m]
-    valid = [r for r in read_jsonl(run_dir / CURRICULUM) if r.get("valid") and r.get("solve_rate") is not None]
+    completions = list(read_jsonl(run_dir / CURRICULUM))
+    valid = [r for r in completions if r.get("valid") and r.get("solve_rate") is not None]
     band = (config.get("band_low", 0.5), config.get("band_high", 0.9))
     figures = {
         "Solve-rate distribution": _figure(out / "solve_rates.png", _solve_rates(valid, band)),
@@ -143,6 +197,9 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
                       "teacher/novelty_mean": "novelty (mean)"},
             "fraction / score", "In-band fraction, valid fraction, novelty")),
         "Pool growth": _figure(out / "pool.png", _lines(metrics, {"pool/size": "pool size"}, "problems", "Pool size")),
+        "Student format and solve rate": _figure(out / "student.png", _lines(
+            metrics, {"student/format_mean": "format", "student/solve_rate_mean": "solve rate (mean)"},
+            "fraction", "Student: answers in the asked format, and solved")),
         "Rewards per role": _figure(out / "rewards.png", _lines(
             metrics, {"teacher/reward_mean": "teacher", "student/reward_mean": "student"}, "mean reward", "Rewards")),
         # Term by term, the first place to look when a reward is being gamed.
@@ -161,6 +218,9 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} img{{max-width:100
 <h1>selfplay run report</h1>
 <p>Run <code>{html.escape(str(run_dir))}</code>, policy <code>{html.escape(str(config.get("model")))}</code>:
 {len(metrics)} steps logged, {len(valid)} valid problems, pool size {last.get("pool/size", "?")}.</p>
+<h2>Signals over the run</h2>
+<p>Band {band[0]}-{band[1]}. Valid and in band: shares of all teacher completions; solve rates: of valid problems.</p>
+{_signals_table(signal_windows(metrics, completions, band))}
 {body}
 <h2>Sample problems</h2>{_samples_table(valid)}
 </body></html>"""
