@@ -6,7 +6,7 @@ import pytest
 
 from selfplay.eval.benchmarks import STANDARD, BenchmarkError, expand, load_benchmark
 from selfplay.eval.benchmarks import resolve_benchmarks_dir
-from selfplay.eval.evaluate import FinishedParts, ProblemResult, comparison
+from selfplay.eval.evaluate import EvalSettings, ProblemResult, ResultParts, comparison
 from selfplay.eval.metrics import (bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, pass_at_k,
                                    summarize)
 
@@ -74,13 +74,14 @@ def test_comparison_is_the_compared_model_minus_the_base_per_set_and_macro():
     assert 0.0 <= low <= 0.25 <= high <= 0.5
 
 
-def test_finished_parts_are_reused_by_the_same_command_only(tmp_path):
+def test_result_parts_are_found_by_model_and_settings_whatever_the_benchmark_list(tmp_path):
     results = _results("a", [[True, False], [False, False]])
-    FinishedParts(tmp_path / "partial", {"models": ["m"], "n": 2}).put(0, "a", results)
-    assert FinishedParts(tmp_path / "partial", {"models": ["m"], "n": 2}).get(0, "a") == results
-    assert FinishedParts(tmp_path / "partial", {"models": ["m"], "n": 2}).get(1, "a") is None
-    assert FinishedParts(tmp_path / "partial", {"models": ["m"], "n": 4}).get(0, "a") is None  # other settings
-    assert FinishedParts(tmp_path / "partial", {"models": ["m"], "n": 2}).get(0, "a") is None  # discarded for good
+    ResultParts(tmp_path, EvalSettings(bench="a")).put("embedded", "a", results)
+    assert ResultParts(tmp_path, EvalSettings(bench="a,b")).get("embedded", "a") == results
+    assert ResultParts(tmp_path, EvalSettings(bench="a")).get("embedded", "b") is None
+    assert ResultParts(tmp_path, EvalSettings(bench="a")).get("some/other-model", "a") is None
+    assert ResultParts(tmp_path, EvalSettings(bench="a", n=8)).get("embedded", "a") is None
+    assert ResultParts(tmp_path, EvalSettings(bench="a", max_new_tokens=256)).get("embedded", "a") is None
 
 
 def test_expansion_rate():

@@ -56,7 +56,7 @@ def test_in_run_evaluation_is_logged_each_eval_step(tiny_config):
     assert 'src="heldout.png"' in (Path(run_dir) / "report" / "index.html").read_text()
 
 
-def test_a_stopped_evaluation_run_again_redoes_only_the_unfinished_benchmarks(tmp_path):
+def test_a_stopped_evaluation_run_again_redoes_only_what_is_missing(tmp_path):
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "What is 4 - 1?", "answer": "3"}\n')
     second.write_text('{"question": "What is 6 / 2?"}\n')  # no answer field: the evaluation stops at this set
@@ -65,7 +65,7 @@ def test_a_stopped_evaluation_run_again_redoes_only_the_unfinished_benchmarks(tm
             "--answer-field", "answer", "--n", "2", "--max-new-tokens", "16", "--generation-backend", "transformers",
             "--out", str(out)]
     assert main(args) == 2
-    part = out / "partial" / "0-first.jsonl"
+    [part] = (out / "parts").glob("*-first.jsonl")
     finished = [json.loads(line) for line in part.read_text().splitlines()]
     assert len(finished) == 2 and not (out / "results.json").exists()
     finished[0]["samples"][0] = "read back, not sampled again"
@@ -75,4 +75,7 @@ def test_a_stopped_evaluation_run_again_redoes_only_the_unfinished_benchmarks(tm
     rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
     assert [row["benchmark"] for row in rows] == ["first", "first", "second"]
     assert rows[0]["samples"][0] == "read back, not sampled again"
-    assert not (out / "partial").exists()  # per_problem.jsonl holds every part now
+    # a later command that adds a model to the same folder evaluates only what it has not seen (here: nothing)
+    assert main([*args, "--compare", "embedded"]) == 0
+    rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    assert [row["samples"][0] for row in rows if row["benchmark"] == "first"][::2] == ["read back, not sampled again"] * 2

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +16,8 @@ from selfplay.files import atomic_write, read_jsonl
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, summarize
 from selfplay.policy import Sampling, engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
+from selfplay.rundir import find_checkpoint
 from selfplay.verify import Verifier, extract_final_answer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,41 +84,45 @@ class EvalSettings(GenerationSettings):
     verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
 
 
-class FinishedParts:
-    """The (model, benchmark) results an evaluation has finished, one file each under `out/partial/`, so that the
-    same command run again after a stop (a kill, a full disk, a missing benchmark file) redoes only the rest.
-    Parts of another command (other models or settings) are discarded: they would not compare."""
+def model_identity(spec: str) -> str:
+    """What a model spec evaluates: for a run directory its newest checkpoint (a run that trained on gives new
+    results), for a folder its absolute path, else the spec itself (`embedded`, a hub id)."""
+    checkpoint = find_checkpoint(spec)
+    if checkpoint is not None:
+        return str(checkpoint.path.resolve())
+    return str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().exists() else spec
 
-    def __init__(self, folder: Path, command: dict):
+
+class ResultParts:
+    """Each finished (model, benchmark) result, kept as a file under `out/parts/` named by a digest of the model
+    (`model_identity`) and the settings. An evaluation stopped part-way (a kill, a malformed benchmark file), run
+    again, redoes only what is missing; one that adds a model to the same `out` evaluates only that model."""
+
+    def __init__(self, folder: Path, settings: EvalSettings):
         self.folder = folder
-        stamp = folder / "command.json"
-        if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != command):
-            log.warning("%s holds the parts of another evaluation command: discarded", folder)
-            shutil.rmtree(folder)
-        atomic_write(stamp, json.dumps(command))
+        # the benchmark is in each file's name, so `--bench mawps` reuses a `--bench mawps_singleop` result
+        self.settings = json.dumps({k: v for k, v in asdict(settings).items() if k != "bench"}, sort_keys=True)
 
-    def _path(self, model_index: int, bench: str) -> Path:
-        return self.folder / f"{model_index}-{bench}.jsonl"
+    def _path(self, spec: str, bench: str) -> Path:
+        digest = hashlib.sha256(f"{model_identity(spec)}\n{self.settings}".encode()).hexdigest()[:16]
+        return self.folder / f"{digest}-{bench}.jsonl"
 
-    def get(self, model_index: int, bench: str) -> list[ProblemResult] | None:
-        path = self._path(model_index, bench)
+    def get(self, spec: str, bench: str) -> list[ProblemResult] | None:
+        path = self._path(spec, bench)
         return [ProblemResult(**row) for row in read_jsonl(path)] if path.is_file() else None
 
-    def put(self, model_index: int, bench: str, results: list[ProblemResult]) -> None:
-        atomic_write(self._path(model_index, bench), "".join(json.dumps(asdict(r)) + "\n" for r in results))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder)
+    def put(self, spec: str, bench: str, results: list[ProblemResult]) -> None:
+        atomic_write(self._path(spec, bench), "".join(json.dumps(asdict(r)) + "\n" for r in results))
 
 
-def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier, parts: FinishedParts,
-                   model_index: int) -> dict[str, list[ProblemResult]]:
+def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier,
+                   parts: ResultParts) -> dict[str, list[ProblemResult]]:
     """Each benchmark of `settings.bench` on one model; finished parts are read back, and the model is loaded
     only if a benchmark is left to do."""
     import torch
 
     names = [slug(name) for name in expand(settings.bench)]
-    results = {name: parts.get(model_index, name) for name in names}
+    results = {name: parts.get(model_spec, name) for name in names}
     todo = [name for name in expand(settings.bench) if results[slug(name)] is None]
     if not todo:
         return results
@@ -135,7 +137,7 @@ def evaluate_model(model_spec: str, settings: EvalSettings, verifier: Verifier, 
                                    settings.answer_field, settings.limit)
             results[slug(name)] = evaluate_items(slug(name), items, backend, tokenizer, template, verifier, settings.n,
                                                  settings.max_new_tokens, progress=True)
-            parts.put(model_index, slug(name), results[slug(name)])
+            parts.put(model_spec, slug(name), results[slug(name)])
     finally:
         backend.close()
     return results
@@ -166,12 +168,12 @@ def comparison(base: dict[str, list[ProblemResult]], other: dict[str, list[Probl
 def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Sequence[str] = ()) -> dict:
     """Evaluate `model`, and each of `compare` against it as the base (the base is evaluated once); write
     per_problem.jsonl, results.json (`models`: base first; `comparisons`: one per compared model), results.md.
-    Stopped part-way, the same call again reuses each finished (model, benchmark)."""
+    Finished (model, benchmark) results are kept and reused (`ResultParts`)."""
     out = Path(out)
     specs = [model, *compare]
-    parts = FinishedParts(out / "partial", {"models": specs, "settings": asdict(settings)})
+    parts = ResultParts(out / "parts", settings)
     with Verifier(settings.verify_timeout) as verifier:
-        per_model = [evaluate_model(spec, settings, verifier, parts, i) for i, spec in enumerate(specs)]
+        per_model = [evaluate_model(spec, settings, verifier, parts) for spec in specs]
     lines = [json.dumps({"model": spec, **asdict(r)}, ensure_ascii=False)
              for spec, by_bench in zip(specs, per_model) for results in by_bench.values() for r in results]
     atomic_write(out / "per_problem.jsonl", "\n".join(lines) + "\n")
@@ -186,7 +188,6 @@ def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Seque
                               for spec, other in zip(compare, per_model[1:])]}
     atomic_write(out / "results.json", json.dumps(report, indent=2))
     atomic_write(out / "results.md", markdown_table(report, n))
-    parts.remove()  # per_problem.jsonl holds them all now
     return report
 
 
