@@ -1,6 +1,7 @@
 """The scale sheet in experiments/README.md: memory per GPU and expected step time of the reference's step
 (experiments/opensir-llama3b.yaml: 4 x 8 teacher completions, up to 32 x 8 student solutions, 2048 new tokens
-at most, 1 teacher and 1 student group trained) for three model sizes on 1, 2 and 8 H100s, data parallel.
+at most, 1 teacher and 1 student group trained) for three model sizes on 1, 2 and 8 H100s, data parallel
+(DDP), and the memory of full fine-tuning with the training states sharded (FSDP2).
 
     python experiments/scale_sheet.py
 
@@ -26,12 +27,15 @@ TEACHER, STUDENT, TRAINED_ROWS, MICRO_BATCH = 32, 256, 16, 8
 VLLM_SHARE = 0.3  # vllm_gpu_memory_utilization: the engine's weights and KV cache
 
 
-def memory_gb(params: float, layers: int, vocab: int, hidden: int, lora: bool) -> dict:
-    """Per GPU; data parallel keeps the whole model on every GPU, so it does not depend on the GPU count."""
+def memory_gb(params: float, layers: int, vocab: int, hidden: int, lora: bool, shards: int = 1) -> dict:
+    """Per GPU. DDP (shards 1) keeps the whole model on every GPU; FSDP2 (experiments/accelerate/fsdp2.yaml)
+    splits the training states over `shards` GPUs, and one decoder layer is gathered whole at a time."""
     if lora:  # frozen bf16 base, small fp32 adapter with its Adam state; the KL reference is the base itself
         states = 2 * params + 16 * 0.01 * params
     else:  # fp32 master weights, fp32 gradients, Adam's two moments, a bf16 KL reference
         states = 16 * params + 2 * params
+    if shards > 1:
+        states = states / shards + 4 * params / layers  # plus the layer being computed, gathered in fp32
     tokens = MICRO_BATCH * (PROMPT + MAX_NEW)
     # checkpointed hidden states per layer, plus the bf16 logits of the completion window and their gradient
     activations = tokens * hidden * 2 * layers + 2 * MICRO_BATCH * MAX_NEW * vocab * 2
@@ -72,6 +76,9 @@ def main() -> None:
                                for k, v in memory_gb(params, layers, vocab, hidden, lora=False).items()},
             "memory_gb_lora": {k: round(v, 1) if isinstance(v, float) else v
                                for k, v in memory_gb(params, layers, vocab, hidden, lora=True).items()},
+            "memory_gb_full_fsdp2": {gpus: {k: round(v, 1) if isinstance(v, float) else v for k, v in
+                                            memory_gb(params, layers, vocab, hidden, False, gpus).items()}
+                                     for gpus in (2, 8)},
             "step_seconds": {gpus: step_seconds(params, layers, kv_heads, head_dim, gpus, gpus) for gpus in (1, 2, 8)},
             "step_seconds_samples_x_gpus": {gpus: step_seconds(params, layers, kv_heads, head_dim, gpus, 1)
                                             for gpus in (1, 2, 8)},

@@ -9,6 +9,11 @@ verification, programs, embedding) is split by item across ranks and gathered ba
 holds the same step product and applies the same pure rules to it (the pool, the FAISS indexes and the rewards
 agree without being sent around). Each rank then trains on its share of the rows and the gradients are summed
 once per optimizer step, so the weights stay identical too. `agree` checks that they do.
+
+With FSDP2 (an accelerate config with `distributed_type: FSDP` and `fsdp_version: 2`, e.g.
+experiments/accelerate/fsdp2.yaml) each rank holds a shard of the weights, gradients and optimizer state
+instead of all of them (torch's `fully_shard` per decoder layer, then the whole model), and FSDP reduces the
+gradients. Everything else is as above; whoever needs whole weights (the vLLM push, checkpoints) gathers them.
 """
 
 from __future__ import annotations
@@ -21,9 +26,27 @@ import torch
 
 from selfplay.errors import SelfPlayError
 
-# Engines that shard the weights across ranks: not supported yet (every rank holds the whole model here).
 BUCKET_ELEMENTS = 2**25  # gradients summed per collective: 128 MiB in fp32
-SHARDING_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+FSDP_VERSION = "2"  # FSDP1 (FlatParameter wrapping) is not supported
+
+
+def _flag(variable: str, default: str = "false") -> bool:
+    return os.environ.get(variable, default).lower() == "true"
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a sharded (FSDP) tensor; a whole tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a sharded (FSDP) tensor, gathered from every rank (all ranks must call it, in the same
+    order); a whole tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 class RanksDiverged(SelfPlayError):
@@ -32,16 +55,47 @@ class RanksDiverged(SelfPlayError):
 
 class Ranks:
     def __init__(self) -> None:
-        for variable, engine in SHARDING_ENGINES.items():
-            if os.environ.get(variable, "false").lower() == "true":
-                raise SelfPlayError(f"{engine} (set by the accelerate config) is not supported yet: every rank holds "
-                                    "the whole model; launch with experiments/accelerate/ddp.yaml")
+        if _flag("ACCELERATE_USE_DEEPSPEED"):
+            raise SelfPlayError("DeepSpeed (set by the accelerate config) is not supported: shard the weights with "
+                                "experiments/accelerate/fsdp2.yaml, or hold them whole with experiments/accelerate/ddp.yaml")
+        fsdp = _flag("ACCELERATE_USE_FSDP")
+        if fsdp and os.environ.get("FSDP_VERSION", "1") != FSDP_VERSION:
+            raise SelfPlayError("FSDP1 (set by the accelerate config) is not supported: set fsdp_version: 2 in its "
+                                "fsdp_config, as experiments/accelerate/fsdp2.yaml does")
+        if fsdp and _flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
+            # transformers then loads zeros on every rank but the first, for a broadcast selfplay does not make
+            raise SelfPlayError("fsdp_cpu_ram_efficient_loading (set by the accelerate config) is not supported: set "
+                                "it to false, as experiments/accelerate/fsdp2.yaml does (every rank loads the model)")
         from accelerate import PartialState
 
         # gloo between CPU processes when there is no CUDA (accelerate picks nccl only with cpu=False and CUDA).
         self.state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world = self.state.process_index, self.state.num_processes
         self.is_main = self.state.is_main_process
+        self.sharded = fsdp and self.world > 1
+
+    def shard(self, model):
+        """FSDP2 (when sharded): each decoder layer (transformers' `_no_split_modules`) its own unit, then the
+        whole model. Every rank passes the same whole model and keeps its shard. FSDP averages gradients over
+        ranks, so the loss is scaled by `loss_scale` to keep the sum the rest of the step is built on."""
+        if not self.sharded:
+            return model
+        from torch.distributed.fsdp import fully_shard
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        layer_classes = set(getattr(base, "_no_split_modules", None) or ())
+        reshard = _flag("FSDP_RESHARD_AFTER_FORWARD", default="true")
+        for module in model.modules():
+            if type(module).__name__ in layer_classes:
+                fully_shard(module, reshard_after_forward=reshard)
+        fully_shard(model, reshard_after_forward=reshard)
+        return model
+
+    @property
+    def loss_scale(self) -> int:
+        """Each rank's loss is its part of the full-batch loss, and the gradients must be summed: FSDP's
+        reduction averages them (its sum with a divide factor needs PREMUL_SUM, which gloo lacks)."""
+        return self.world if self.sharded else 1
 
     def share(self, count: int) -> range:
         """Indices of this rank's contiguous share of `count` items (the first ranks take one more)."""
@@ -65,8 +119,9 @@ class Ranks:
 
     def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of `parameters` over ranks (a rank without rows adds zeros), a bucket of up to
-        BUCKET_ELEMENTS at a time: few collectives, and no second copy of all the gradients of a large model."""
-        if self.world == 1:
+        BUCKET_ELEMENTS at a time: few collectives, and no second copy of all the gradients of a large model.
+        Sharded, FSDP has reduced them already in the backward pass."""
+        if self.world == 1 or self.sharded:
             return
         for p in parameters:
             if p.grad is None:
@@ -83,6 +138,14 @@ class Ranks:
             torch.distributed.all_reduce(flat)
             for p, summed in zip(bucket, flat.split([p.numel() for p in bucket])):
                 p.grad.copy_(summed.view_as(p.grad))
+
+    def parameter_sums(self, parameters: list[torch.Tensor]) -> torch.Tensor:
+        """The sum of each parameter's values (float64) over the whole parameter, shards included: a cheap
+        fingerprint of the weights that is the same on every rank when the weights are."""
+        sums = torch.stack([local(p.detach()).double().sum() for p in parameters]).cpu()
+        if self.sharded:
+            torch.distributed.all_reduce(sums)
+        return sums
 
     def agree(self, parts: dict[str, bytes]) -> str:
         """A digest of `parts` (name -> the bytes of a state every rank must share); raises `RanksDiverged`

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from selfplay import rewards
 from selfplay.config import SelfPlayConfig
@@ -344,7 +343,7 @@ class SelfPlay:
     def check_ranks_agree(self, prompts: list[TeacherPrompt], valid: list[Candidate]) -> str:
         """Every rank must hold the same pool, archive and weights. What changed this step is compared (by
         induction from identical starts, that covers the whole state at a cost that does not grow with it)."""
-        weights = torch.stack([p.detach().double().sum() for p in self.updater.trainable]).cpu().numpy()
+        weights = self.ranks.parameter_sums(self.updater.trainable).numpy()
         return self.ranks.agree({
             "teacher prompts": repr([p.ids for p in prompts]).encode(),
             "pool": repr([len(self.pool), [c.problem.problem for c in valid if c.admitted]]).encode(),

@@ -144,20 +144,22 @@ def archive_dir(run_dir: Path) -> Path:
     return Path(run_dir) / ARCHIVE
 
 
-def save_checkpoint(run_dir: Path, step: int, *, model, tokenizer, lora: bool, trainer_state: dict,
-                    rng: list[dict], appended: dict[str, int], state: dict, keep: int) -> Checkpoint:
+def save_checkpoint(run_dir: Path, step: int, *, model, weights: dict | None = None, tokenizer, lora: bool,
+                    trainer_state: dict, rng: list[dict], appended: dict[str, int], state: dict,
+                    keep: int) -> Checkpoint:
     """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`.
-    `rng`: `rng_state()` of every rank, in rank order. `appended`: the byte length of each file of `archive_dir`
-    that this checkpoint covers (after they were flushed)."""
+    `weights`: the model's whole state dict when it is sharded, else None. `rng`: `rng_state()` of every rank, in
+    rank order. `appended`: the byte length of each file of `archive_dir` that this checkpoint covers (after they
+    were flushed)."""
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".step-{step}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     if lora:
-        model.save_pretrained(staging / ADAPTER)
+        model.save_pretrained(staging / ADAPTER, state_dict=weights)
     else:
-        model.save_pretrained(staging / MODEL)
+        model.save_pretrained(staging / MODEL, state_dict=weights)
         tokenizer.save_pretrained(staging / MODEL)
     torch.save(trainer_state, staging / TRAINER)
     torch.save(rng, staging / RNG)

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from selfplay import rundir
-from selfplay.config import SelfPlayConfig
+from selfplay.config import ConfigError, SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
 from selfplay.distributed import Ranks
 from selfplay.loop import SelfPlay
 from selfplay.novelty import Archive, Embedder
-from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_model
+from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_backend, resolve_model
 from selfplay.policy.loading import pick_dtype
 from selfplay.roles import PromptTemplate
 from selfplay.train.precision import master_dtype
@@ -41,12 +41,24 @@ def load_trainable_policy(config: SelfPlayConfig, checkpoint: rundir.Checkpoint 
     return (add_lora(model, config) if config.lora else model), tokenizer
 
 
-def kl_reference(config: SelfPlayConfig):
+def kl_reference(config: SelfPlayConfig, ranks: Ranks):
     """The KL term's reference for a full fine-tune: the initial policy (config.model, never the checkpoint being
-    resumed), frozen, in the compute dtype. It costs one more copy of the weights; LoRA needs none."""
+    resumed), frozen, in the compute dtype, sharded like the policy. It costs one more copy of the weights (a
+    shard of one with FSDP); LoRA needs none."""
     if config.kl_beta == 0 or config.lora:
         return None
-    return load_policy(config.model, config.device, config.dtype)[0].requires_grad_(False)
+    return ranks.shard(load_policy(config.model, config.device, config.dtype)[0].requires_grad_(False))
+
+
+def check_sharded(config: SelfPlayConfig) -> None:
+    """What a run with FSDP-sharded weights needs, checked before any model loads."""
+    if resolve_backend(config.generation_backend) != "vllm":
+        raise ConfigError("FSDP shards the weights, and the transformers backend would generate from them one "
+                          "forward pass at a time on every rank in step: use generation_backend 'vllm' (or 'auto' "
+                          "with vllm installed), or experiments/accelerate/ddp.yaml")
+    if config.dtype == "float16":
+        raise ConfigError("config key 'dtype' = 'float16': loss scaling is not built for FSDP-sharded gradients; "
+                          "use bfloat16")
 
 
 def seed_everything(seed: int) -> None:
@@ -66,6 +78,8 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         resolve_model(config.model)
     if config.reference_answer == "program":
         sandbox.require()
+    if ranks.sharded:
+        check_sharded(config)
     heldout = []
     if config.eval_every:
         from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
@@ -82,6 +96,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
 
     seed_everything(config.seed)  # the run's seed: every rank builds the same model (LoRA's random init too)
     model, tokenizer = load_trainable_policy(config, checkpoint)
+    model = ranks.shard(model)  # before the optimizer is built on its parameters
     # Each rank samples its own share, so each has its own stream from here on; `SelfPlay.rng` (what the teacher
     # is shown) is the run's, the same on every rank.
     seed_everything(config.seed + ranks.rank)
@@ -101,7 +116,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         pool=pool,
         archive=archive,
         updater=Updater(model, config, tokenizer.pad_token_id, pick_dtype(config.dtype, model.device),
-                        kl_reference(config), ranks),
+                        kl_reference(config, ranks), ranks),
         teacher_template=teacher_template,
         student_template=student_template,
         rng=np.random.default_rng(config.seed),
@@ -131,16 +146,30 @@ def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
 
 
+def whole_state_dict(model, ranks: Ranks) -> dict | None:
+    """The model's whole weights on the first rank, gathered from every rank's shard (all ranks call it); None
+    when the weights are not sharded (the model saves its own)."""
+    if not ranks.sharded:
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # A tied weight (embeddings and LM head) is one parameter under two names; gathered, it would be saved twice.
+    aliases = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
+    return {name: tensor for name, tensor in weights.items() if name not in aliases}
+
+
 def save_checkpoint(selfplay: SelfPlay) -> None:
     """Every rank hands its RNG states to the first, which writes the checkpoint (the rest of the state is the
     same on every rank)."""
     config, ranks = selfplay.config, selfplay.ranks
     rng = ranks.gather([rundir.rng_state(selfplay.rng)])
+    weights, trainer_state = whole_state_dict(selfplay.model, ranks), selfplay.updater.state_dict()  # every rank
     if not ranks.is_main:
         return
     rundir.save_checkpoint(
-        selfplay.run_dir, selfplay.step, model=selfplay.model, tokenizer=selfplay.tokenizer,
-        lora=selfplay.updater.is_lora, trainer_state=selfplay.updater.state_dict(), rng=rng,
+        selfplay.run_dir, selfplay.step, model=selfplay.model, weights=weights, tokenizer=selfplay.tokenizer,
+        lora=selfplay.updater.is_lora, trainer_state=trainer_state, rng=rng,
         appended={**selfplay.archive.lengths(), **selfplay.pool.lengths()}, keep=config.keep_checkpoints,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
                "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive), "archive": selfplay.archive.state(),

@@ -16,16 +16,18 @@ import os
 import torch
 
 from selfplay.config import GenerationSettings
+from selfplay.distributed import whole
 from selfplay.policy.generation import Sample, Sampling, WeightSyncError
 
 log = logging.getLogger(__name__)
 
 
 def trained_weights(model) -> list[tuple[str, torch.Tensor]]:
-    """The weights training changes, under the base model's parameter names: for a LoRA model the merged weight
-    of each adapted layer (the adapter itself stays unmerged), else every trainable parameter."""
+    """The weights training changes, under the base model's parameter names, whole (gathered from every rank
+    when FSDP shards them: all ranks call this): for a LoRA model the merged weight of each adapted layer (the
+    adapter itself stays unmerged), else every trainable parameter."""
     if not hasattr(model, "peft_config"):
-        return [(name, p.detach()) for name, p in model.named_parameters() if p.requires_grad]
+        return [(name, whole(p.detach())) for name, p in model.named_parameters() if p.requires_grad]
     from peft.tuners.lora import LoraLayer
 
     merged = []
@@ -33,7 +35,7 @@ def trained_weights(model) -> list[tuple[str, torch.Tensor]]:
         for name, module in model.get_base_model().named_modules():
             if isinstance(module, LoraLayer):
                 delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-                merged.append((f"{name}.weight", module.get_base_layer().weight + delta))
+                merged.append((f"{name}.weight", whole(module.get_base_layer().weight + delta)))
     return merged
 
 

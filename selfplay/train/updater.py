@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from selfplay.config import SelfPlayConfig
-from selfplay.distributed import Ranks
+from selfplay.distributed import Ranks, whole
 from selfplay.train.loss import policy_loss, token_logprobs
 from selfplay.train.precision import Precision
 
@@ -134,6 +134,14 @@ class Updater:
         weights = weights[self.ranks.rank :: self.ranks.world]
         size = config.train_micro_batch_size
         chunks = [list(range(i, min(i + size, len(mine)))) for i in range(0, len(mine), size)]
+        real = len(chunks)  # the statistics cover these; the padding below trains nothing
+        if self.ranks.sharded:
+            # Every forward pass gathers the weights from all ranks, so every rank must run as many as the first
+            # (which holds the most rows): a rank short of rows repeats a row of the batch at weight 0.
+            first_rank_rows = -(-len(rows) // self.ranks.world)
+            while len(chunks) < -(-first_rank_rows // size):
+                mine, weights = mine + [rows[0]], weights + [0.0]
+                chunks.append([len(mine) - 1])
         batches = [self._batch([mine[i] for i in chunk]) for chunk in chunks]
         # With one update per batch the sampling policy is the current one, so old log-probs are the current
         # ones detached (ratio 1); with several, they are frozen once before the first update.
@@ -159,13 +167,14 @@ class Updater:
                     batch.sampler,
                     config.importance_sampling_cap,
                 )
-                self.scaler.scale(loss).backward()
-                sums["loss"] += loss.item()
-                for key in averaged:
-                    sums[key] += stats[key]
+                self.scaler.scale(loss * self.ranks.loss_scale).backward()
+                if b < real:
+                    sums["loss"] += loss.item()
+                    for key in averaged:
+                        sums[key] += stats[key]
             self.ranks.sum_gradients(self.trainable)
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm))
+            grad_norm = float(whole(torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)))
             grad_norm_sum += grad_norm
             if math.isfinite(grad_norm):
                 self.scaler.step(self.optimizer)
@@ -178,7 +187,7 @@ class Updater:
             log.warning("%d of %d optimizer steps skipped: non-finite gradient norm", skipped, config.updates_per_step)
         self.model.eval()
         n = config.updates_per_step
-        every = self.ranks.gather([(sums, len(chunks))])
+        every = self.ranks.gather([(sums, real)])
         batches_seen = max(sum(count for _, count in every), 1) * n
         return ({"loss": sum(s["loss"] for s, _ in every) / n, "grad_norm": grad_norm_sum / n}
                 | {key: sum(s[key] for s, _ in every) / batches_seen for key in averaged}
@@ -195,8 +204,17 @@ class Updater:
         return schedule
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        """The optimizer's state in full (gathered from every rank when sharded: all ranks must call this)."""
+        return {"optimizer": self._optimizer_state(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "horizon": self.horizon}
+
+    def _optimizer_state(self) -> dict:
+        if not self.ranks.sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_state_dict(self, state: dict) -> None:
         if state["horizon"] != self.horizon:
@@ -207,7 +225,13 @@ class Updater:
                             self.config.lr_schedule, state["horizon"])
             self.horizon = state["horizon"]
             self.scheduler = self._schedule()
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ranks.sharded:  # each rank keeps its shard of the full state
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
 
