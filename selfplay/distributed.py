@@ -18,6 +18,7 @@ gradients. Everything else is as above; whoever needs whole weights (the vLLM pu
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -166,6 +167,11 @@ class Ranks:
     def close(self) -> None:
         """Leave the launcher's process group (a gloo group still open at exit aborts the process). A single
         process has none of its own: the group there is the vLLM engine's, which vLLM keeps for its next engine
-        in this process (destroying it breaks every later engine)."""
+        in this process (destroying it breaks every later engine).
+
+        A sharded model's device mesh holds the group too, and modules with their hooks form reference cycles: left
+        to the garbage collector, the group's last reference dies during interpreter exit, where gloo's threads
+        abort the process ("terminate called without an active exception"). Collecting first frees it here."""
         if self.world > 1:
+            gc.collect()
             self.state.destroy_process_group()

@@ -80,17 +80,24 @@ def test_logprobs_are_those_of_the_sampling_distribution(engine, policy):
     assert torch.allclose(torch.tensor(sample.logprobs), trainer, atol=1e-3)
 
 
-@pytest.mark.parametrize("lora", [True, False])
-def test_after_an_update_and_a_sync_greedy_decoding_matches_the_trained_model(engine, policy, lora):
-    model, tokenizer = policy
+def updated(model, lora: bool):
+    """A copy of `model` after an "update" big enough to change greedy decoding: of its LoRA adapter or, for a
+    full fine-tune, of every attention output projection."""
     trained = copy.deepcopy(model)
     if lora:
         trained = add_lora(trained, SelfPlayConfig(lora=True))
     torch.manual_seed(0)
-    with torch.no_grad():  # an "update" big enough to change greedy decoding
+    with torch.no_grad():
         for name, p in trained.named_parameters():
             if (lora and "lora_B" in name) or (not lora and "self_attn.o_proj" in name):
                 p.add_(torch.randn_like(p) * (0.02 if lora else 0.01))
+    return trained
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_after_an_update_and_a_sync_greedy_decoding_matches_the_trained_model(engine, policy, lora):
+    model, tokenizer = policy
+    trained = updated(model, lora)
     engine.sync(model)
     before = [s.completion_ids for s in greedy_vllm(engine, tokenizer)]
     expected = greedy_transformers(trained, tokenizer)
@@ -102,6 +109,19 @@ def test_after_an_update_and_a_sync_greedy_decoding_matches_the_trained_model(en
         assert torch.allclose(torch.tensor(sample.logprobs), trainer_logprobs(trained, sample), atol=1e-3)
     engine.sync(model)
     assert [s.completion_ids for s in greedy_vllm(engine, tokenizer)] == before
+
+
+def test_a_frozen_model_is_served_with_all_its_weights(engine, policy):
+    """A run's checkpoint loaded for evaluation (its adapter merged into the base) trains nothing, yet differs
+    from the base model the engine loads: the sync pushes its weights all the same, so `selfplay eval` of a run
+    evaluates the trained model and not its base."""
+    model, tokenizer = policy
+    checkpoint = updated(model, lora=True).merge_and_unload().requires_grad_(False)
+    engine.sync(model)
+    assert [s.completion_ids for s in greedy_vllm(engine, tokenizer)] != greedy_transformers(checkpoint, tokenizer)
+    engine.sync(checkpoint)
+    assert [s.completion_ids for s in greedy_vllm(engine, tokenizer)] == greedy_transformers(checkpoint, tokenizer)
+    engine.sync(model)
 
 
 def test_a_run_keeps_the_engine_on_the_trained_weights(tiny_config):

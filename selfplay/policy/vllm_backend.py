@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def trained_weights(model) -> list[tuple[str, torch.Tensor]]:
-    """The weights training changes, under the base model's parameter names, whole (gathered from every rank
-    when FSDP shards them: all ranks call this): for a LoRA model the merged weight of each adapted layer (the
-    adapter itself stays unmerged), else every trainable parameter."""
+    """The weights that may differ from the engine's, under the base model's parameter names, whole (gathered from
+    every rank when FSDP shards them: all ranks call this): for a LoRA model the merged weight of each adapted
+    layer (the adapter itself stays unmerged), else every parameter: a full fine-tune trains them all, and a
+    checkpoint loaded for evaluation (an adapter merged into its base, frozen) differs from the base in all."""
     if not hasattr(model, "peft_config"):
-        return [(name, whole(p.detach())) for name, p in model.named_parameters() if p.requires_grad]
+        return [(name, whole(p.detach())) for name, p in model.named_parameters()]
     from peft.tuners.lora import LoraLayer
 
     merged = []
