@@ -14,6 +14,11 @@ With FSDP2 (an accelerate config with `distributed_type: FSDP` and `fsdp_version
 experiments/accelerate/fsdp2.yaml) each rank holds a shard of the weights, gradients and optimizer state
 instead of all of them (torch's `fully_shard` per decoder layer, then the whole model), and FSDP reduces the
 gradients. Everything else is as above; whoever needs whole weights (the vLLM push, checkpoints) gathers them.
+
+With DeepSpeed ZeRO-3 (`distributed_type: DEEPSPEED`, `zero_stage: 3`, e.g. experiments/accelerate/deepspeed.yaml)
+the same three states are partitioned by DeepSpeed's engine, which the updater builds around the policy and its
+optimizer (`train/zero3.py`); its parameters are then placeholders outside a forward pass, and `whole`, `local`
+and `gathered` below reach their data.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import gc
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -29,25 +35,79 @@ from selfplay.errors import SelfPlayError
 
 BUCKET_ELEMENTS = 2**25  # gradients summed per collective: 128 MiB in fp32
 FSDP_VERSION = "2"  # FSDP1 (FlatParameter wrapping) is not supported
+ZERO_STAGE = 3  # DeepSpeed's stages 1 and 2 keep whole weights on every rank: ddp.yaml does that with less
 
 
 def _flag(variable: str, default: str = "false") -> bool:
     return os.environ.get(variable, default).lower() == "true"
 
 
+def is_zero3(tensor: torch.Tensor) -> bool:
+    """A parameter DeepSpeed ZeRO-3 partitions (its data is a placeholder outside a forward pass)."""
+    return hasattr(tensor, "ds_tensor")
+
+
 def local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a sharded (FSDP) tensor; a whole tensor as it is."""
+    """This rank's shard of a sharded (FSDP or ZeRO-3) tensor, padding left out; a whole tensor as it is."""
     from torch.distributed.tensor import DTensor
 
+    if is_zero3(tensor):  # equal partitions, the last padded: this rank's real elements are a prefix of its own
+        size = tensor.ds_tensor.numel()
+        return tensor.ds_tensor.narrow(0, 0, max(0, min(size, tensor.ds_numel - size * torch.distributed.get_rank())))
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
+def gathered(parameters):
+    """A context in which ZeRO-3 parameters hold their whole data (all ranks must enter it, in the same order);
+    nothing to do for any other."""
+    partitioned = [p for p in parameters if is_zero3(p)]
+    if not partitioned:
+        return nullcontext()
+    from deepspeed.runtime.zero import GatheredParameters
+
+    return GatheredParameters(partitioned)
+
+
+@torch.no_grad()
 def whole(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole of a sharded (FSDP) tensor, gathered from every rank (all ranks must call it, in the same
-    order); a whole tensor as it is."""
+    """The whole of a sharded (FSDP or ZeRO-3) tensor, gathered from every rank (all ranks must call it, in the
+    same order); a whole tensor as it is."""
     from torch.distributed.tensor import DTensor
 
+    if is_zero3(tensor):
+        with gathered([tensor]):
+            return tensor.detach().clone()  # the gathered data is released when the context ends
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def deepspeed_settings() -> dict:
+    """The DeepSpeed config accelerate's launcher passes (its `deepspeed_config` section, or the DeepSpeed JSON
+    that names), parsed by accelerate's own plugin; what selfplay sets itself (batch sizes, accumulation,
+    clipping, precision) is filled in by `train/zero3.py`."""
+    try:
+        from accelerate.utils import DeepSpeedPlugin
+
+        plugin = DeepSpeedPlugin()
+    except ImportError as error:  # accelerate checks for deepspeed
+        raise SelfPlayError(f"the accelerate config asks for DeepSpeed: install it (pip install -e '.[deepspeed]'): "
+                            f"{error}") from None
+    if plugin.zero_stage != ZERO_STAGE:
+        raise SelfPlayError(f"DeepSpeed ZeRO stage {plugin.zero_stage} (set by the accelerate config) is not "
+                            f"supported: use zero_stage: {ZERO_STAGE} (experiments/accelerate/deepspeed.yaml), or "
+                            "experiments/accelerate/ddp.yaml to keep whole weights on every rank")
+    if plugin.zero3_init_flag:
+        # transformers would then build the model partitioned, and every rank loads it whole instead
+        raise SelfPlayError("zero3_init_flag (set by the accelerate config) is not supported: set it to false, as "
+                            "experiments/accelerate/deepspeed.yaml does (every rank loads the model, then ZeRO-3 "
+                            "partitions it)")
+    settings = plugin.deepspeed_config
+    owned = [key for key in ("optimizer", "scheduler", "fp16", "bf16", "torch_autocast") if key in settings]
+    if owned:
+        source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "the accelerate config")
+        raise SelfPlayError(f"{source} sets {', '.join(owned)}: selfplay sets these itself (AdamW at learning_rate "
+                            "with lr_schedule; precision with its dtype key: fp32 master weights, compute in dtype); "
+                            "remove them")
+    return settings
 
 
 class RanksDiverged(SelfPlayError):
@@ -56,9 +116,8 @@ class RanksDiverged(SelfPlayError):
 
 class Ranks:
     def __init__(self) -> None:
-        if _flag("ACCELERATE_USE_DEEPSPEED"):
-            raise SelfPlayError("DeepSpeed (set by the accelerate config) is not supported: shard the weights with "
-                                "experiments/accelerate/fsdp2.yaml, or hold them whole with experiments/accelerate/ddp.yaml")
+        # DeepSpeed's settings as accelerate's launcher passed them (its config file, or a DeepSpeed JSON it names)
+        self.deepspeed = deepspeed_settings() if _flag("ACCELERATE_USE_DEEPSPEED") else None
         fsdp = _flag("ACCELERATE_USE_FSDP")
         if fsdp and os.environ.get("FSDP_VERSION", "1") != FSDP_VERSION:
             raise SelfPlayError("FSDP1 (set by the accelerate config) is not supported: set fsdp_version: 2 in its "
@@ -73,13 +132,16 @@ class Ranks:
         self.state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world = self.state.process_index, self.state.num_processes
         self.is_main = self.state.is_main_process
-        self.sharded = fsdp and self.world > 1
+        self.fsdp = fsdp and self.world > 1
+        # ZeRO-3 partitions even in one process (where its optimizer offload can still be what fits a GPU)
+        self.sharded = self.fsdp or self.deepspeed is not None
 
     def shard(self, model):
-        """FSDP2 (when sharded): each decoder layer (transformers' `_no_split_modules`) its own unit, then the
-        whole model. Every rank passes the same whole model and keeps its shard. FSDP averages gradients over
-        ranks, so the loss is scaled by `loss_scale` to keep the sum the rest of the step is built on."""
-        if not self.sharded:
+        """FSDP2: each decoder layer (transformers' `_no_split_modules`) its own unit, then the whole model. Every
+        rank passes the same whole model and keeps its shard. FSDP averages gradients over ranks, so the loss is
+        scaled by `loss_scale` to keep the sum the rest of the step is built on. (ZeRO-3 partitions the model
+        when the updater builds its engine.)"""
+        if not self.fsdp:
             return model
         from torch.distributed.fsdp import fully_shard
 
@@ -94,8 +156,8 @@ class Ranks:
 
     @property
     def loss_scale(self) -> int:
-        """Each rank's loss is its part of the full-batch loss, and the gradients must be summed: FSDP's
-        reduction averages them (its sum with a divide factor needs PREMUL_SUM, which gloo lacks)."""
+        """Each rank's loss is its part of the full-batch loss, and the gradients must be summed: FSDP's and
+        ZeRO-3's reductions average them (FSDP's sum with a divide factor needs PREMUL_SUM, which gloo lacks)."""
         return self.world if self.sharded else 1
 
     def share(self, count: int) -> range:
@@ -121,7 +183,7 @@ class Ranks:
     def sum_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of `parameters` over ranks (a rank without rows adds zeros), a bucket of up to
         BUCKET_ELEMENTS at a time: few collectives, and no second copy of all the gradients of a large model.
-        Sharded, FSDP has reduced them already in the backward pass."""
+        Sharded, FSDP or ZeRO-3 has reduced them already in the backward pass."""
         if self.world == 1 or self.sharded:
             return
         for p in parameters:
@@ -143,8 +205,8 @@ class Ranks:
     def parameter_sums(self, parameters: list[torch.Tensor]) -> torch.Tensor:
         """The sum of each parameter's values (float64) over the whole parameter, shards included: a cheap
         fingerprint of the weights that is the same on every rank when the weights are."""
-        sums = torch.stack([local(p.detach()).double().sum() for p in parameters]).cpu()
-        if self.sharded:
+        sums = torch.stack([local(p).detach().double().sum() for p in parameters]).cpu()
+        if self.sharded and self.world > 1:
             torch.distributed.all_reduce(sums)
         return sums
 

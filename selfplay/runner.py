@@ -14,7 +14,7 @@ from selfplay import rundir
 from selfplay.config import ConfigError, SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
-from selfplay.distributed import Ranks
+from selfplay.distributed import Ranks, whole
 from selfplay.loop import SelfPlay
 from selfplay.novelty import Archive, Embedder
 from selfplay.policy import EMBEDDED, load_policy, make_backend, resolve_backend, resolve_model
@@ -51,13 +51,13 @@ def kl_reference(config: SelfPlayConfig, ranks: Ranks):
 
 
 def check_sharded(config: SelfPlayConfig) -> None:
-    """What a run with FSDP-sharded weights needs, checked before any model loads."""
+    """What a run with sharded weights (FSDP2 or ZeRO-3) needs, checked before any model loads."""
     if resolve_backend(config.generation_backend) != "vllm":
-        raise ConfigError("FSDP shards the weights, and the transformers backend would generate from them one "
-                          "forward pass at a time on every rank in step: use generation_backend 'vllm' (or 'auto' "
-                          "with vllm installed), or experiments/accelerate/ddp.yaml")
+        raise ConfigError("the accelerate config shards the weights, and the transformers backend would generate "
+                          "from them one forward pass at a time on every rank in step: use generation_backend "
+                          "'vllm' (or 'auto' with vllm installed), or experiments/accelerate/ddp.yaml")
     if config.dtype == "float16":
-        raise ConfigError("config key 'dtype' = 'float16': loss scaling is not built for FSDP-sharded gradients; "
+        raise ConfigError("config key 'dtype' = 'float16': loss scaling is not built for sharded gradients; "
                           "use bfloat16")
 
 
@@ -151,11 +151,16 @@ def whole_state_dict(model, ranks: Ranks) -> dict | None:
     when the weights are not sharded (the model saves its own)."""
     if not ranks.sharded:
         return None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     # A tied weight (embeddings and LM head) is one parameter under two names; gathered, it would be saved twice.
     aliases = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
+    if ranks.deepspeed:  # ZeRO-3: the state dict holds placeholders for the parameters; buffers are whole
+        parameters = dict(model.named_parameters())
+        weights = {name: (whole(parameters[name]) if name in parameters else tensor).cpu()
+                   for name, tensor in model.state_dict().items() if name not in aliases}
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {name: tensor for name, tensor in weights.items() if name not in aliases}
 
 

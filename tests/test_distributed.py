@@ -38,19 +38,31 @@ def test_collectives_split_gather_sum_and_catch_divergence(tmp_path):
     assert seen[0]["agreed"] == seen[1]["agreed"]
 
 
-def test_an_fsdp2_step_equals_the_one_process_step_with_uneven_micro_batches(tmp_path):
-    worker = Path(__file__).with_name("fsdp_worker.py")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(ROOT / "experiments/accelerate/fsdp2.yaml"), "--num_processes", "2"]
+@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed", "deepspeed-offload"])
+def test_a_sharded_step_equals_the_one_process_step_with_uneven_micro_batches(tmp_path, engine):
+    worker = Path(__file__).with_name("sharded_worker.py")
+    launch_config = ROOT / f"experiments/accelerate/{engine.removesuffix('-offload')}.yaml"
+    if engine.endswith("-offload"):  # the optimizer state in CPU memory, stepped there
+        offloaded = yaml.safe_load(launch_config.read_text())
+        offloaded["deepspeed_config"]["offload_optimizer_device"] = "cpu"
+        launch_config = tmp_path / "offload.yaml"
+        launch_config.write_text(yaml.safe_dump(offloaded))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config),
+              "--num_processes", "2"]
     done = subprocess.run([*launch, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
-        seen = json.loads((tmp_path / f"rank-{rank}.json").read_text())
-        assert seen["largest_move"] > 1e-3  # the step trained (AdamW at lr 1e-2 moves every weight it touches)
-        assert seen["largest_difference"] < 1e-5  # and the sharded weights are the one-process weights
-        sharded, alone = seen["grad_norm"]
-        assert sharded == pytest.approx(alone, rel=1e-4)  # summed over ranks, not averaged
-        assert seen["loss"][0] == pytest.approx(seen["loss"][1], rel=1e-5)
+        for kind, seen in json.loads((tmp_path / f"rank-{rank}.json").read_text()).items():  # full, lora
+            assert seen["largest_move"] > 1e-3, kind  # the step trained (AdamW at lr 1e-2 moves what it touches)
+            assert seen["largest_difference"] < 1e-4, kind  # and the pushed weights are the one-process weights
+            sharded, alone = seen["grad_norm"]
+            assert sharded == pytest.approx(alone, rel=1e-4), kind  # summed over ranks, not averaged
+            assert seen["loss"][0] == pytest.approx(seen["loss"][1], rel=1e-5), kind
+            # Resumed from the one-process optimizer state, the sharded run takes the one-process second step.
+            assert seen["second_move"] > 1e-3 and seen["resumed_difference"] < 1e-5, kind
+            assert seen["nan_skipped"] == 1 and not seen["nan_moved"], kind  # a NaN gradient steps nothing
+            if rank == 0:  # the saved state is gathered (onto the first rank at least) into the one-process form
+                assert seen["saved_moments_difference"] < 1e-6 and seen["saved_steps"] == [1.0], kind
 
 
 def run_command(config: Path, run_dir: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -90,15 +102,18 @@ def test_two_process_run_agrees_trains_logs_once_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_full_fine_tuning_shards_trains_saves_whole_weights_and_resumes(tmp_path):
-    """The shipped fsdp2.yaml, as a user launches it, on the case it exists for: full fine-tuning."""
+@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed"])
+def test_sharded_full_fine_tuning_trains_saves_whole_weights_and_resumes(tmp_path, engine):
+    """The shipped fsdp2.yaml and deepspeed.yaml, as a user launches them, on the case they exist for: full
+    fine-tuning. The ZeRO-3 run resumes in one process without DeepSpeed: its checkpoint is whole."""
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "lora": False, "learning_rate": 1e-4, "max_steps": 2,
+    # kl_beta: the KL reference, the initial policy, is sharded too (ZeRO-3: an engine without an optimizer)
+    config.write_text(yaml.safe_dump({**TINY, "lora": False, "learning_rate": 1e-4, "kl_beta": 0.01, "max_steps": 2,
                                       "keep_checkpoints": 1}))
     run_dir = tmp_path / "run"
+    run = ["-m", "selfplay", "--log-level", "WARNING", "run", "--config", str(config), "--output-dir", str(run_dir)]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              str(ROOT / "experiments/accelerate/fsdp2.yaml"), "--num_processes", "2", "-m", "selfplay",
-              "--log-level", "WARNING", "run", "--config", str(config), "--output-dir", str(run_dir)]
+              str(ROOT / f"experiments/accelerate/{engine}.yaml"), "--num_processes", "2", *run]
     done = subprocess.run(launch, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
@@ -112,17 +127,27 @@ def test_fsdp2_full_fine_tuning_shards_trains_saves_whole_weights_and_resumes(tm
     assert {name: t.shape for name, t in saved.items()} == {name: t.shape for name, t in base.items()}  # whole
     assert any(m["update/rows"] for m in metrics), "no step had a group with reward variance: nothing to check"
     assert any(not torch.equal(saved[name], base[name]) for name in base)  # they trained
+    assert all(m["update/kl"] >= 0 for m in metrics if m["update/rows"])  # measured against the sharded reference
     optimizer = torch.load(run_dir / "checkpoints/step-2/trainer.pt", weights_only=False)["optimizer"]
     moments = [s["exp_avg"] for s in optimizer["state"].values()]
     assert sum(m.numel() for m in moments) == sum(t.numel() for t in base.values())  # gathered, not one shard
 
-    resumed = subprocess.run([*launch, "--resume", "--max-steps", "3"], capture_output=True, text=True, timeout=900)
+    resume = [sys.executable, *run] if engine == "deepspeed" else launch
+    resumed = subprocess.run([*resume, "--resume", "--max-steps", "3"], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert metrics[2]["world_size"] == (1 if engine == "deepspeed" else 2)
 
 
 @pytest.mark.parametrize(("variables", "message"), [
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed .* not supported.*fsdp2.yaml"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+     "ZeRO stage 2 .* not supported.*zero_stage: 3"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true"},
+     "zero3_init_flag .* not supported.*false"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "false",
+      "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ROOT / "tests/data/ds-bf16.json")},
+     "ds-bf16.json sets optimizer, bf16: selfplay sets these itself"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP1 .* not supported.*fsdp_version: 2"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"},
      "cpu_ram_efficient_loading .* not supported.*false"),

@@ -16,7 +16,7 @@ import os
 import torch
 
 from selfplay.config import GenerationSettings
-from selfplay.distributed import whole
+from selfplay.distributed import gathered, whole
 from selfplay.policy.generation import Sample, Sampling, WeightSyncError
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,20 @@ log = logging.getLogger(__name__)
 
 def trained_weights(model) -> list[tuple[str, torch.Tensor]]:
     """The weights that may differ from the engine's, under the base model's parameter names, whole (gathered from
-    every rank when FSDP shards them: all ranks call this): for a LoRA model the merged weight of each adapted
-    layer (the adapter itself stays unmerged), else every parameter: a full fine-tune trains them all, and a
+    every rank when FSDP or ZeRO-3 shards them: all ranks call this): for a LoRA model the merged weight of each
+    adapted layer (the adapter itself stays unmerged), else every parameter: a full fine-tune trains them all, and a
     checkpoint loaded for evaluation (an adapter merged into its base, frozen) differs from the base in all."""
     if not hasattr(model, "peft_config"):
-        return [(name, whole(p.detach())) for name, p in model.named_parameters()]
+        return [(name, whole(p).detach()) for name, p in model.named_parameters()]
     from peft.tuners.lora import LoraLayer
 
     merged = []
     with torch.no_grad():
         for name, module in model.get_base_model().named_modules():
             if isinstance(module, LoraLayer):
-                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-                merged.append((f"{name}.weight", whole(module.get_base_layer().weight + delta)))
+                with gathered(list(module.parameters())):
+                    delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                    merged.append((f"{name}.weight", whole(module.get_base_layer().weight + delta)))
     return merged
 
 

@@ -10,6 +10,7 @@ import torch
 
 from selfplay.config import SelfPlayConfig
 from selfplay.distributed import Ranks, whole
+from selfplay.train import zero3
 from selfplay.train.loss import policy_loss, token_logprobs
 from selfplay.train.precision import Precision
 
@@ -78,12 +79,17 @@ class Updater:
             model.gradient_checkpointing_enable()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        # DeepSpeed ZeRO-3: an engine partitions the model and steps the optimizer (train/zero3.py); forward
+        # passes go through it, the rest of selfplay keeps using the model (its parameters gathered as needed).
+        self.engine = zero3.engine(model, self.optimizer, config, self.ranks) if self.ranks.deepspeed else None
         # Optimizer steps the schedule spans. Fixed by the run's first start: a resume restores it (load_state_dict).
         self.horizon = config.max_steps * config.updates_per_step if config.max_steps else 10**9
         self.scheduler = self._schedule()
         self.is_lora = hasattr(model, "disable_adapter")
         if config.kl_beta > 0 and not self.is_lora and reference is None:
             raise ValueError("a full fine-tune with kl_beta > 0 needs its initial policy as the KL reference")
+        if self.ranks.deepspeed and reference is not None:
+            reference = zero3.engine(reference, None, config, self.ranks)  # partitioned, for forward passes only
         self.reference = reference
 
     def _batch(self, rows: list[TrainRow]) -> Batch:
@@ -153,7 +159,7 @@ class Updater:
         grad_norm_sum, skipped = 0.0, 0
         for _ in range(config.updates_per_step):
             for b, (chunk, batch) in enumerate(zip(chunks, batches)):
-                logprobs = self._logprobs(self.model, batch)
+                logprobs = self._logprobs(self.engine or self.model, batch)
                 device = logprobs.device
                 loss, stats = policy_loss(
                     logprobs,
@@ -167,22 +173,17 @@ class Updater:
                     batch.sampler,
                     config.importance_sampling_cap,
                 )
-                self.scaler.scale(loss * self.ranks.loss_scale).backward()
+                self._backward(loss * self.ranks.loss_scale, last=b == len(chunks) - 1)
                 if b < real:
                     sums["loss"] += loss.item()
                     for key in averaged:
                         sums[key] += stats[key]
-            self.ranks.sum_gradients(self.trainable)
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = float(whole(torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)))
+            grad_norm = self._optimizer_step()
             grad_norm_sum += grad_norm
             if math.isfinite(grad_norm):
-                self.scaler.step(self.optimizer)
                 self.scheduler.step()
-            else:  # a NaN or inf gradient must not reach the weights; the schedule waits for a real update
+            else:  # the update was skipped; the schedule waits for a real one
                 skipped += 1
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
         if skipped:
             log.warning("%d of %d optimizer steps skipped: non-finite gradient norm", skipped, config.updates_per_step)
         self.model.eval()
@@ -192,6 +193,29 @@ class Updater:
         return ({"loss": sum(s["loss"] for s, _ in every) / n, "grad_norm": grad_norm_sum / n}
                 | {key: sum(s[key] for s, _ in every) / batches_seen for key in averaged}
                 | {"lr": self.scheduler.get_last_lr()[0], "skipped_steps": skipped})
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Gradients of one micro-batch's loss, added to the step's; `last`: the optimizer step's last one."""
+        if self.engine is None:
+            self.scaler.scale(loss).backward()
+            return
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def _optimizer_step(self) -> float:
+        """Sum the gradients over ranks, clip them to `max_grad_norm` and update the weights, unless their norm is
+        not finite: a NaN or inf gradient must not reach the weights. Returns the norm before clipping."""
+        if self.engine is not None:  # the engine has reduced the gradients; it clips, skips and steps alike
+            self.engine.step()
+            return float(self.engine.get_global_grad_norm())
+        self.ranks.sum_gradients(self.trainable)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(whole(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)))
+        if math.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def _schedule(self):
         """The learning-rate schedule over `horizon` optimizer steps; past it, the rate stays at its final value
@@ -204,17 +228,31 @@ class Updater:
         return schedule
 
     def state_dict(self) -> dict:
-        """The optimizer's state in full (gathered from every rank when sharded: all ranks must call this)."""
+        """The optimizer's state in full, in one form whatever the engine: torch's, parameters by their index
+        among the trainable ones (gathered from every rank when sharded, onto the first at least: all ranks must
+        call this). A checkpoint therefore resumes at any world size, with or without FSDP2 or ZeRO-3."""
         return {"optimizer": self._optimizer_state(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "horizon": self.horizon}
 
     def _optimizer_state(self) -> dict:
-        if not self.ranks.sharded:
+        if self.engine is not None:
+            return zero3.full_optimizer_state(self.engine, self.optimizer, self.trainable)
+        if not self.ranks.fsdp:
             return self.optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self.model, self.optimizer,
-                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        by_name = get_optimizer_state_dict(self.model, self.optimizer,
+                                           options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not by_name:  # it is gathered onto the first rank only
+            return by_name
+        index = {name: i for i, name in enumerate(self._trainable_names())}
+        return {"state": {index[name]: state for name, state in by_name["state"].items()},
+                "param_groups": [group | {"params": [index[name] for name in group["params"]]}
+                                 for group in by_name["param_groups"]]}
+
+    def _trainable_names(self) -> list[str]:
+        """The names of `self.trainable`, in its order (FSDP2's full optimizer state is keyed by them)."""
+        return [name for name, p in self.model.named_parameters() if p.requires_grad]
 
     def load_state_dict(self, state: dict) -> None:
         if state["horizon"] != self.horizon:
@@ -225,11 +263,16 @@ class Updater:
                             self.config.lr_schedule, state["horizon"])
             self.horizon = state["horizon"]
             self.scheduler = self._schedule()
-        if self.ranks.sharded:  # each rank keeps its shard of the full state
+        if self.engine is not None:
+            zero3.load_full_optimizer_state(self.engine, self.optimizer, self.trainable, state["optimizer"])
+        elif self.ranks.fsdp:  # each rank keeps its shard of the full state
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
+            names, saved = self._trainable_names(), state["optimizer"]
+            by_name = {"state": {names[i]: values for i, values in saved["state"].items()},
+                       "param_groups": [group | {"params": [names[i] for i in group["params"]]}
+                                        for group in saved["param_groups"]]}
+            set_optimizer_state_dict(self.model, self.optimizer, by_name, options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
