@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -84,13 +85,12 @@ def deepspeed_settings() -> dict:
     """The DeepSpeed config accelerate's launcher passes (its `deepspeed_config` section, or the DeepSpeed JSON
     that names), parsed by accelerate's own plugin; what selfplay sets itself (batch sizes, accumulation,
     clipping, precision) is filled in by `train/zero3.py`."""
-    try:
-        from accelerate.utils import DeepSpeedPlugin
+    if importlib.util.find_spec("deepspeed") is None:
+        raise SelfPlayError("the accelerate config asks for DeepSpeed, which is not installed: "
+                            "pip install -e '.[deepspeed]'")
+    from accelerate.utils import DeepSpeedPlugin
 
-        plugin = DeepSpeedPlugin()
-    except ImportError as error:  # accelerate checks for deepspeed
-        raise SelfPlayError(f"the accelerate config asks for DeepSpeed: install it (pip install -e '.[deepspeed]'): "
-                            f"{error}") from None
+    plugin = DeepSpeedPlugin()
     if plugin.zero_stage != ZERO_STAGE:
         raise SelfPlayError(f"DeepSpeed ZeRO stage {plugin.zero_stage} (set by the accelerate config) is not "
                             f"supported: use zero_stage: {ZERO_STAGE} (experiments/accelerate/deepspeed.yaml), or "

@@ -160,3 +160,16 @@ def test_unsupported_engines_are_refused_with_a_message(monkeypatch, variables, 
         monkeypatch.setenv(variable, value)
     with pytest.raises(SelfPlayError, match=message):
         Ranks()
+
+
+def test_deepspeed_asked_for_but_not_installed_is_refused_with_the_install_command(monkeypatch):
+    import importlib.util
+
+    from selfplay.distributed import Ranks
+    from selfplay.errors import SelfPlayError
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "deepspeed" else real_find_spec(name))
+    with pytest.raises(SelfPlayError, match=r"DeepSpeed, which is not installed: pip install -e '\.\[deepspeed\]'"):
+        Ranks()
