@@ -48,14 +48,14 @@ def full_optimizer_state(wrapped, optimizer: torch.optim.Optimizer, parameters: 
     from deepspeed.utils import safe_get_full_optimizer_state
 
     flat_state = optimizer.state.get(_flat_partitions(wrapped)[0], {})  # empty before the first step
-    state = {}
-    for index, parameter in enumerate(parameters):
-        state[index] = {key: (safe_get_full_optimizer_state(parameter, key).cpu()
-                              if value.dim() else value.clone())  # a moment, or the shared step count
-                        for key, value in flat_state.items()}
+    state = {index: {key: (safe_get_full_optimizer_state(parameter, key).cpu()
+                           if value.dim() else value.clone())  # a moment, or the shared step count
+                     for key, value in flat_state.items()}
+             for index, parameter in enumerate(parameters)} if flat_state else {}
+    # our AdamW has one param group, over all of `parameters`
     groups = [{key: value for key, value in group.items() if key != "params"} | {"params": list(range(len(parameters)))}
               for group in optimizer.param_groups]
-    return {"state": state if flat_state else {}, "param_groups": groups}
+    return {"state": state, "param_groups": groups}
 
 
 def load_full_optimizer_state(wrapped, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
