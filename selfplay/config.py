@@ -113,9 +113,10 @@ class SelfPlayConfig(GenerationSettings):
     w_student_format: float = field(default=0.1, metadata={"help": "Student weight: format."})
 
     # --- pool and archive ---
-    pool_admission: Literal["valid", "in_band"] = field(
-        default="valid", metadata={"help": "Which new problems enter the pool."}
-    )
+    pool_admission: Literal["valid", "in_band", "in_band_derived"] = field(default="valid", metadata={
+        "help": "Which new problems enter the pool: every valid one; those in the band; those in the band whose "
+                "reference answer is computed from the problem (two or more numbers stated, the answer none of "
+                "them: for arithmetic word problems)."})
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
     dedup_threshold: float = field(default=0.95, metadata={
         "help": "Cosine at or above which a problem is a near-duplicate (of the pool, or of a problem its prompt "

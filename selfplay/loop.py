@@ -313,7 +313,8 @@ class SelfPlay:
             return
         vectors = np.stack([c.embedding for c in candidates])
         admissible = [k for k, c in enumerate(candidates)
-                      if eligible(c.valid, c.solve_rate, config.pool_admission, config.band_low, config.band_high)]
+                      if eligible(c.valid, c.solve_rate, config.pool_admission, config.band_low, config.band_high,
+                                  c.problem.problem, c.reference)]
         threshold = config.dedup_threshold if config.pool_dedup else None
         admitted = [admissible[i] for i in self.pool.distinct(vectors[admissible], threshold)]
         first_row = len(self.archive)
