@@ -105,6 +105,9 @@ class SelfPlayConfig(GenerationSettings):
     band_high: float = field(default=0.9, metadata={"help": "Upper edge of the learnable solve-rate band."})
     novelty_top_k: int = field(default=5, metadata={"help": "Nearest neighbours averaged for novelty."})
     w_solvability: float = field(default=1.0, metadata={"help": "Teacher weight: solvability band."})
+    solvability_requires_derived: bool = field(default=False, metadata={
+        "help": "Teacher solvability only for a problem whose reference answer is computed from it (two or more "
+                "numbers stated, the answer none of them): no band reward for a problem that states its answer."})
     w_novelty: float = field(default=1.0, metadata={"help": "Teacher weight: novelty."})
     w_teacher_format: float = field(default=0.1, metadata={"help": "Teacher weight: format."})
     w_length: float = field(default=0.0, metadata={"help": "Teacher weight: student solution length."})

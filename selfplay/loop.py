@@ -276,9 +276,13 @@ class SelfPlay:
         for c in candidates:
             p = c.problem
             fmt = rewards.teacher_format(p.has_problem, p.has_answer, p.has_concepts)
+            # an invalid problem has no text to read numbers from, and no solvability term
+            band_counts = c.valid and (not config.solvability_requires_derived
+                                       or rewards.answer_derived(p.problem, c.reference))
             c.terms = TeacherTerms(format=fmt) if not c.valid else TeacherTerms(
                 format=fmt,
-                solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low, config.band_high),
+                solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low,
+                                                config.band_high) if band_counts else 0.0,
                 novelty=c.novelty,
                 length=rewards.length_term([len(s.sample.completion_ids) for s in c.solutions], config.length_cap,
                                            any(s.answer for s in c.solutions)),

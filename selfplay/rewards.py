@@ -1,6 +1,7 @@
-"""Pure reward functions: numbers in, numbers out. No models, no files.
+"""Pure reward functions: numbers (and a problem's text) in, numbers out. No models, no files.
 
-Teacher: solvability band + novelty + format (+ optional student-length term).
+Teacher: solvability band (optionally only for a problem whose answer is derived from it) + novelty + format
+(+ optional student-length term).
 Student: verified correctness + format.
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 _FINAL_LINE = re.compile(r"final answer is:?\s*\$?\\boxed\{", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # unsigned: "5 - 3" states 5 and 3, not 5 and -3
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 
 
 def solvability(solve_rate: float | None, n: int, low: float, high: float) -> float:
@@ -106,3 +109,19 @@ class StudentTerms:
 
 def in_band(solve_rate_value: float | None, low: float, high: float) -> bool:
     return solve_rate_value is not None and low <= solve_rate_value <= high and not math.isnan(solve_rate_value)
+
+
+def numbers_in(text: str) -> list[float]:
+    """The numbers written in `text`, in order, without sign ("1,200" is 1200)."""
+    return [float(number) for number in _NUMBER.findall(_THOUSANDS.sub("", text))]
+
+
+def answer_derived(problem: str, answer: str | None) -> bool:
+    """Is the answer computed from the problem? The problem states two or more distinct numbers and the
+    answer's value (its last number) is none of them. It rejects what a small teacher writes most once its
+    problems are in the band: problems that state their own answer ("The wall is 20 meters long. How many meters
+    is the wall?", answer 20), or give one number to compute from. An answer without a number is not derived:
+    the rule is for arithmetic word problems."""
+    values = numbers_in(answer or "")
+    stated = set(numbers_in(problem))
+    return bool(values) and len(stated) >= 2 and values[-1] not in stated

@@ -81,3 +81,16 @@ def test_program_mode_takes_each_problems_answer_from_its_own_program(tokenizer)
     assert [c.problem.answer for c in batch] == ["12", "7", None, None]  # in candidate order, whatever finished first
     assert [c.valid for c in batch] == [True, True, False, False]
     assert batch[2].problem.reason.startswith("program failed: error") and "Operation not permitted" in batch[3].problem.reason
+
+
+def test_solvability_requires_derived_withholds_the_band_from_a_problem_that_states_its_answer(tokenizer):
+    derived = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    stated = "<problem>Ann has 12 apples and 3 bags. How many apples?</problem>"
+    batch = [candidate(tokenizer, 0, text, [("12", True), ("7", False)], 0.5, 0.4) for text in (derived, stated)]
+    for c in batch:
+        c.reference = "12"
+    step(tokenizer).score(batch)
+    assert batch[0].terms.solvability == batch[1].terms.solvability > 0
+    step(tokenizer, solvability_requires_derived=True).score(batch)
+    assert batch[0].terms.solvability > 0 == batch[1].terms.solvability
+    assert batch[0].reward > batch[1].reward

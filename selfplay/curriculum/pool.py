@@ -11,39 +11,20 @@ needs to restore them.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from selfplay.errors import SelfPlayError
 from selfplay.novelty import Archive, not_near_duplicates
-from selfplay.rewards import in_band
+from selfplay.rewards import answer_derived, in_band
 
 POOL_FILE = "pool.jsonl"
 EVICT_TO = 0.9  # evict down to 90% of the bound, so eviction happens once per 10% of growth, not every step
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # unsigned: "5 - 3" states 5 and 3, not 5 and -3
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 
 
 class PoolError(SelfPlayError):
     """Pool files that cannot be read back; the message names the file."""
-
-
-def numbers_in(text: str) -> list[float]:
-    """The numbers written in `text`, in order, without sign ("1,200" is 1200)."""
-    return [float(number) for number in _NUMBER.findall(_THOUSANDS.sub("", text))]
-
-
-def answer_derived(problem: str, answer: str | None) -> bool:
-    """Is the answer computed from the problem? The problem states two or more distinct numbers and the
-    answer's value (its last number) is none of them. It rejects what a small teacher writes most once its
-    problems are in the band: problems that state their own answer ("The wall is 20 meters long. How many meters
-    is the wall?", answer 20), or give one number to compute from. An answer without a number is not derived:
-    the rule is for arithmetic word problems."""
-    values = numbers_in(answer or "")
-    stated = set(numbers_in(problem))
-    return bool(values) and len(stated) >= 2 and values[-1] not in stated
 
 
 def eligible(valid: bool, solve_rate: float | None, admission: str, band_low: float, band_high: float,
