@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from selfplay.config import ConfigError, SelfPlayConfig, parse_config, read_yaml_config
@@ -50,5 +52,7 @@ def test_yaml_not_a_mapping_and_missing_file(tmp_path):
 
 
 def test_shipped_experiment_configs_parse():
-    for name in ("experiments/cpu-smoke.yaml", "experiments/opensir-llama3b.yaml"):
-        parse_config(name, [])
+    shipped = sorted(Path(__file__).parent.parent.glob("experiments/*.yaml"))
+    assert {path.name for path in shipped} >= {"cpu-smoke.yaml", "learn-cpu.yaml", "opensir-llama3b.yaml"}
+    for path in shipped:
+        parse_config(str(path), [])
