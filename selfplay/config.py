@@ -121,6 +121,10 @@ class SelfPlayConfig(GenerationSettings):
                 "reference answer is computed from the problem (two or more numbers stated, the answer none of "
                 "them: for arithmetic word problems)."})
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
+    seed_share: float = field(default=0.0, metadata={
+        "help": "Share of the teacher's prompts that show seeds instead of pool problems: it anchors the "
+                "curriculum to the kind of problem the user seeded while the pool fills with the teacher's own "
+                "(0: uniform over the pool, the reference)."})
     dedup_threshold: float = field(default=0.95, metadata={
         "help": "Cosine at or above which a problem is a near-duplicate (of the pool, or of a problem its prompt "
                 "showed)."})
@@ -196,6 +200,7 @@ class SelfPlayConfig(GenerationSettings):
         require(self.teacher_samples >= 1, "teacher_samples", "must be at least 1")
         require(self.teacher_prompts >= 1, "teacher_prompts", "must be at least 1")
         require(self.teacher_examples >= 1, "teacher_examples", "must be at least 1")
+        require(0.0 <= self.seed_share <= 1.0, "seed_share", "must be in [0, 1]")
         require(0.0 <= self.band_low <= self.band_high <= 1.0, "band_low", "need 0 <= band_low <= band_high <= 1")
         require(self.temperature > 0, "temperature", "must be positive (sampling is required for groups)")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")

@@ -199,8 +199,9 @@ class SelfPlay:
     # ---------------------------------------------------------------- phases, in step order
     def prompt_teacher(self) -> list[TeacherPrompt]:
         config, prompts = self.config, []
-        for _ in range(config.teacher_prompts):
-            shown = [e["problem"] for e in self.pool.sample(self.rng, config.teacher_examples)]
+        anchored = round(config.seed_share * config.teacher_prompts)  # prompts that show seeds
+        for p in range(config.teacher_prompts):
+            shown = [e["problem"] for e in self.pool.sample(self.rng, config.teacher_examples, p < anchored)]
             messages = self.teacher_template.messages(problems=shown, need_answer=config.reference_answer != "majority",
                                                       need_program=config.reference_answer == "program")
             prompts.append(TeacherPrompt(render_chat(self.tokenizer, messages), messages[-1]["content"],

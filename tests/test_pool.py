@@ -80,6 +80,22 @@ def test_fifo_eviction_keeps_seeds_and_only_members_count_as_duplicates():
     assert pool.distinct(evicted, 0.95) == [0] and pool.distinct(kept, 0.95) == []
 
 
+def test_seeds_only_draws_from_the_seeds_even_after_eviction_and_from_all_without_seeds():
+    archive = Archive(16)
+    pool = Pool(archive, max_size=6)
+    archive.add(unit(12, seed=1))
+    pool.add(entries(2, seed=True), [0, 1])
+    pool.add(entries(10, start=10), list(range(2, 12)))  # evicts the oldest non-seeds, never a seed
+    rng = np.random.default_rng(0)
+    shown = {e["problem"] for _ in range(50) for e in pool.sample(rng, 2, seeds_only=True)}
+    assert shown == {"p0", "p1"}
+    everyone = {e["problem"] for _ in range(50) for e in pool.sample(rng, 1)}
+    assert everyone == {e["problem"] for e in pool.entries()} and len(everyone) == len(pool)
+    unseeded = Pool(archive)
+    unseeded.add(entries(3, start=20), [2, 3, 4])
+    assert {e["problem"] for _ in range(30) for e in unseeded.sample(rng, 1, seeds_only=True)} == {"p20", "p21", "p22"}
+
+
 def test_pool_files_reload_to_the_same_members(tmp_path):
     archive = Archive(16, folder=tmp_path)
     pool = Pool(archive, max_size=6, folder=tmp_path)

@@ -1,13 +1,17 @@
 """The glue of a step between its rooms: scored candidates become training rows with the right roles, groups,
-loss masks and selection (`SelfPlay.score` and `SelfPlay.training_rows` on hand-made candidates)."""
+loss masks and selection (`SelfPlay.score` and `SelfPlay.training_rows` on hand-made candidates), and the
+teacher's prompts show seeds or pool problems as configured (`SelfPlay.prompt_teacher` on a real pool)."""
 
+import numpy as np
 import pytest
 
 from selfplay.config import SelfPlayConfig
+from selfplay.curriculum.pool import Pool
 from selfplay.distributed import Ranks
 from selfplay.loop import Candidate, SelfPlay, Solution
+from selfplay.novelty import Archive
 from selfplay.policy import EMBEDDED, Sample, load_tokenizer
-from selfplay.roles import parse_teacher
+from selfplay.roles import PromptTemplate, parse_teacher
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +98,21 @@ def test_solvability_requires_derived_withholds_the_band_from_a_problem_that_sta
     step(tokenizer, solvability_requires_derived=True).score(batch)
     assert batch[0].terms.solvability > 0 == batch[1].terms.solvability
     assert batch[0].reward > batch[1].reward
+
+
+def test_seed_share_sets_how_many_teacher_prompts_show_a_seed(tokenizer):
+    archive = Archive(4)
+    archive.add(np.eye(4, dtype=np.float32).repeat(6, axis=0))
+    pool = Pool(archive)
+    pool.add([{"problem": f"Seed problem {i}.", "seed": True} for i in range(2)], [0, 1])
+    pool.add([{"problem": f"Pool problem {i}."} for i in range(22)], list(range(2, 24)))
+
+    def seeds_shown(seed_share):
+        config = SelfPlayConfig(teacher_prompts=4, seed_share=seed_share)
+        loop = SelfPlay(config, None, None, tokenizer, None, None, None, pool, archive, None,
+                        PromptTemplate.load(config.teacher_template), None, np.random.default_rng(0), Ranks())
+        return [["Seed problem" in p.request for p in loop.prompt_teacher()] for _ in range(20)]
+
+    assert all(shown[:2] == [True, True] for shown in seeds_shown(0.5))
+    assert all(shown == [True] * 4 for shown in seeds_shown(1.0))
+    assert sum(map(sum, seeds_shown(0.0))) < 20  # uniform over 24 problems: about 80 prompts x 2/24

@@ -102,10 +102,13 @@ class Pool:
             self.lines[i] = b""
         self.evicted += count
 
-    def sample(self, rng: np.random.Generator, k: int) -> list[dict]:
+    def sample(self, rng: np.random.Generator, k: int, seeds_only: bool = False) -> list[dict]:
+        """`k` distinct members drawn uniformly; `seeds_only`: from the seeds alone (the whole pool if it has
+        none)."""
         if not len(self):
             raise PoolError("the pool is empty")
-        picks = rng.choice(len(self), size=min(k, len(self)), replace=False)
+        among = self.seeds if seeds_only and self.seeds else len(self)
+        picks = rng.choice(among, size=min(k, among), replace=False)
         return [json.loads(self.lines[i if i < self.seeds else i + self.evicted]) for i in picks]
 
     def entries(self) -> list[dict]:
