@@ -40,8 +40,9 @@ class GenerationSettings:
     generation_backend: Literal["auto", "transformers", "vllm"] = field(
         default="auto", metadata={"help": "Generation engine; auto = vllm when it is installed, else transformers."})
     vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
-        default="bfloat16", metadata={"help": "vLLM weights dtype (auto: the model's). The trainer keeps its own "
-                                              "dtype; the gap is corrected by truncated importance sampling."})
+        default="auto", metadata={"help": "vLLM weights dtype; auto = bfloat16 on GPU and on CPUs that compute in "
+                                          "it (AVX512-BF16, AMX), else float32. The trainer keeps its own dtype; the "
+                                          "gap is corrected by truncated importance sampling."})
     vllm_gpu_memory_utilization: float = field(
         default=0.3, metadata={"help": "Share of GPU memory vLLM may take (it shares the GPU with training)."})
     vllm_kv_cache_gib: float = field(default=1.0, metadata={"help": "vLLM KV-cache size on CPU, in GiB."})

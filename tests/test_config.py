@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from selfplay.config import ConfigError, SelfPlayConfig, parse_config, read_yaml_config
+from selfplay.policy.loading import pick_engine_dtype
 
 
 def write(tmp_path, text):
@@ -56,3 +57,12 @@ def test_shipped_experiment_configs_parse():
     assert {path.name for path in shipped} >= {"cpu-smoke.yaml", "learn-cpu.yaml", "opensir-llama3b.yaml"}
     for path in shipped:
         parse_config(str(path), [])
+
+
+def test_engine_dtype_auto_is_bfloat16_only_where_the_hardware_computes_in_it():
+    assert SelfPlayConfig().vllm_dtype == "auto"
+    assert pick_engine_dtype("auto", on_gpu=True, cpu_computes_bf16=False) == "bfloat16"
+    assert pick_engine_dtype("auto", on_gpu=False, cpu_computes_bf16=True) == "bfloat16"
+    assert pick_engine_dtype("auto", on_gpu=False, cpu_computes_bf16=False) == "float32"  # emulated bf16 is slower
+    assert pick_engine_dtype("bfloat16", on_gpu=False, cpu_computes_bf16=False) == "bfloat16"  # a choice is kept
+    assert pick_engine_dtype("float16", on_gpu=True, cpu_computes_bf16=True) == "float16"

@@ -8,6 +8,7 @@ import pytest
 from selfplay.cli import main
 from selfplay.files import read_jsonl
 from selfplay.eval.benchmarks import resolve_benchmarks_dir
+from selfplay.policy import engine_dtype
 from selfplay.runner import run
 
 pytestmark = pytest.mark.skipif(not resolve_benchmarks_dir("../shared/benchmarks").exists(),
@@ -27,6 +28,7 @@ def test_eval_embedded_on_mawps_and_compare_a_run_checkpoint_and_itself(short_ru
         assert len(row["samples"]) == len(row["answers"]) == len(row["correct"]) == 2
         assert all(isinstance(c, bool) for c in row["correct"])
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["vllm_dtype"] == engine_dtype("auto") != "auto"  # the dtype that ran, not the option
     assert [m["model"] for m in results["models"]] == ["embedded", str(short_run), "embedded"]
     summary = results["models"][0]["benchmarks"]["mawps_singleop"]
     assert summary["problems"] == 3 and summary["n"] == 2

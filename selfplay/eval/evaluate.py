@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from selfplay.config import BENCHMARKS_DIR, EVAL_TEMPERATURE, EVAL_TOP_P, STUDEN
 from selfplay.eval.benchmarks import Item, expand, load_benchmark, resolve_benchmarks_dir, slug
 from selfplay.files import atomic_write, read_jsonl
 from selfplay.eval.metrics import bootstrap_ci, expansion_rate, macro_bootstrap_ci, majority_correct, summarize
-from selfplay.policy import Sampling, engine_path, load_policy, make_backend, render_chat
+from selfplay.policy import Sampling, engine_dtype, engine_path, load_policy, make_backend, render_chat
 from selfplay.roles import PromptTemplate
 from selfplay.rundir import find_checkpoint
 from selfplay.verify import Verifier, extract_final_answer
@@ -171,6 +171,7 @@ def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Seque
     Finished (model, benchmark) results are kept and reused (`ResultParts`)."""
     out = Path(out)
     specs = [model, *compare]
+    settings = replace(settings, vllm_dtype=engine_dtype(settings.vllm_dtype))  # results name the dtype that ran
     parts = ResultParts(out / "parts", settings)
     with Verifier(settings.verify_timeout) as verifier:
         per_model = [evaluate_model(spec, settings, verifier, parts) for spec in specs]

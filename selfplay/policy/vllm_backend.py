@@ -18,6 +18,7 @@ import torch
 from selfplay.config import GenerationSettings
 from selfplay.distributed import gathered, whole
 from selfplay.policy.generation import Sample, Sampling, WeightSyncError
+from selfplay.policy.loading import engine_dtype
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class VLLMBackend:
         self.llm = LLM(
             distributed_executor_backend="external_launcher" if processes > 1 else None,
             model=model_path,
-            dtype=settings.vllm_dtype,
+            dtype=engine_dtype(settings.vllm_dtype),
             seed=seed,
             enforce_eager=settings.vllm_enforce_eager,
             tensor_parallel_size=settings.vllm_tensor_parallel_size,
