@@ -91,3 +91,11 @@ def test_empty_pool_step_is_logged_and_skipped(tiny_config):
         selfplay.backend.close()
     assert metrics["skipped"] == "the pool is empty"
     assert [m["step"] for m in read_jsonl(selfplay.run_dir / "metrics.jsonl")] == [1]
+
+
+def test_a_template_error_in_a_worked_example_names_the_file_and_the_turn(tmp_path, capsys):
+    template = tmp_path / "teacher.yaml"
+    template.write_text("user: '{{ problems }}'\nexamples:\n  - user: Write one.\n    assistant: '{% if need_program %}'\n")
+    error = error_of(capsys, ["run", "--teacher-template", str(template), "--output-dir", str(tmp_path / "r")])
+    assert "teacher.yaml: field 'examples[0].assistant': template error line 1" in error
+    assert not (tmp_path / "r").exists()

@@ -3,7 +3,7 @@ the real guarded verifier and the real sandbox."""
 
 import pytest
 
-from selfplay.roles import TeacherProblem, with_program_output
+from selfplay.roles import PromptTemplate, TeacherProblem, parse_teacher, with_program_output
 from selfplay.verify import Verifier, judge, judge_all
 from selfplay.verify.judge import majority_class, solve_rate
 from selfplay.verify.sandbox import run_program
@@ -83,3 +83,19 @@ def test_program_mode_runs_the_program_in_the_sandbox():
     assert not outcomes["broken"].valid and outcomes["broken"].reason.startswith("program failed")
     assert not outcomes["hostile"].valid and "Operation not permitted" in outcomes["hostile"].reason
     assert problem.valid and problem.answer is None  # the parsed problem itself is left as it was
+
+
+@pytest.mark.parametrize("template", ["prompts/teacher.yaml", "prompts/teacher-multistep.yaml"])
+@pytest.mark.parametrize("mode", ["majority", "teacher", "program"])
+def test_the_teachers_worked_example_shows_the_format_each_reference_mode_asks_for(template, mode):
+    """A 135M teacher copies its worked example: before the example showed a program, program mode got a usable
+    <program> block in none of 48 completions."""
+    need = {"need_answer": mode != "majority", "need_program": mode == "program"}
+    messages = PromptTemplate.load(template).messages(problems=["Ann has 2 cats and gets 1 more. How many now?"], **need)
+    example, request = messages[2]["content"], messages[-1]["content"]
+    assert messages[1]["content"].splitlines()[-4:] == request.splitlines()[-4:]  # the example asks as the request does
+    parsed = parse_teacher(example, request, [], 10, 3, **need)
+    assert parsed.valid, parsed.reason
+    assert (parsed.program is not None) == (mode == "program")
+    if parsed.program:
+        assert run_program(parsed.program, 3.0, 512).answer == parsed.answer  # the example's program prints its answer

@@ -1,5 +1,6 @@
-"""Prompt templates: YAML files in prompts/ with a system turn, optional worked example turns and a user turn,
-rendered with Jinja2 (strict: a missing variable is an error, not an empty string)."""
+"""Prompt templates: YAML files in prompts/ with a system turn, optional worked example turns and a user turn.
+The user turn and the example turns are rendered with Jinja2 from the same variables (strict: a missing variable
+is an error, not an empty string), so an example can show the format that this run's request asks for."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class PromptTemplate:
     path: Path
     system: str
     user: jinja2.Template
-    examples: tuple[tuple[str, str], ...]
+    examples: tuple[tuple[jinja2.Template, jinja2.Template], ...]
 
     @classmethod
     def load(cls, path: str) -> PromptTemplate:
@@ -36,19 +37,24 @@ class PromptTemplate:
         for i, turn in enumerate(data.get("examples") or []):
             if not isinstance(turn, dict) or not {"user", "assistant"} <= set(turn):
                 raise ConfigError(f"{file}: examples[{i}] needs 'user' and 'assistant'")
-            examples.append((turn["user"].strip(), turn["assistant"].strip()))
-        try:
-            user = _ENV.from_string(data["user"])
-        except jinja2.TemplateSyntaxError as error:
-            raise ConfigError(f"{file}: field 'user': template error line {error.lineno}: {error.message}") from None
-        return cls(file, (data.get("system") or "").strip(), user, tuple(examples))
+            examples.append((_compile(file, f"examples[{i}].user", turn["user"]),
+                             _compile(file, f"examples[{i}].assistant", turn["assistant"])))
+        return cls(file, (data.get("system") or "").strip(), _compile(file, "user", data["user"]), tuple(examples))
 
     def messages(self, **variables) -> list[dict]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for user, assistant in self.examples:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            messages += [{"role": "user", "content": user.render(**variables).strip()},
+                         {"role": "assistant", "content": assistant.render(**variables).strip()}]
         messages.append({"role": "user", "content": self.user.render(**variables).strip()})
         return messages
+
+
+def _compile(file: Path, name: str, text) -> jinja2.Template:
+    try:
+        return _ENV.from_string(str(text))
+    except jinja2.TemplateSyntaxError as error:
+        raise ConfigError(f"{file}: field '{name}': template error line {error.lineno}: {error.message}") from None
 
 
 def conversation(messages: list[dict]) -> str:
