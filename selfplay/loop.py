@@ -36,7 +36,7 @@ from selfplay.policy import GenerationBackend, Sample, Sampling, render_chat, to
 from selfplay.rewards import StudentTerms, TeacherTerms
 from selfplay.roles import (
     PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo,
-    shown_problems, with_program_output,
+    required_blocks, shown_problems, with_program_output,
 )
 from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
@@ -202,8 +202,7 @@ class SelfPlay:
         anchored = round(config.seed_share * config.teacher_prompts)  # prompts that show seeds
         for p in range(config.teacher_prompts):
             shown = [e["problem"] for e in self.pool.sample(self.rng, config.teacher_examples, p < anchored)]
-            messages = self.teacher_template.messages(problems=shown, need_answer=config.reference_answer != "majority",
-                                                      need_program=config.reference_answer == "program")
+            messages = self.teacher_template.messages(problems=shown, **required_blocks(config.reference_answer))
             prompts.append(TeacherPrompt(render_chat(self.tokenizer, messages), messages[-1]["content"],
                                          shown_problems(conversation(messages))))
         return prompts
@@ -213,8 +212,7 @@ class SelfPlay:
         return [
             Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, prompts[p].shown,
                                                config.min_problem_chars, config.max_concepts,
-                                               need_answer=config.reference_answer != "majority",
-                                               need_program=config.reference_answer == "program"))
+                                               **required_blocks(config.reference_answer)))
             for p, group in enumerate(completions)
             for sample in group
         ]

@@ -3,7 +3,7 @@ the real guarded verifier and the real sandbox."""
 
 import pytest
 
-from selfplay.roles import PromptTemplate, TeacherProblem, parse_teacher, with_program_output
+from selfplay.roles import PromptTemplate, TeacherProblem, parse_teacher, required_blocks, with_program_output
 from selfplay.verify import Verifier, judge, judge_all
 from selfplay.verify.judge import majority_class, solve_rate
 from selfplay.verify.sandbox import run_program
@@ -90,8 +90,9 @@ def test_program_mode_runs_the_program_in_the_sandbox():
 def test_the_teachers_worked_example_shows_the_format_each_reference_mode_asks_for(template, mode):
     """A 135M teacher copies its worked example: before the example showed a program, program mode got a usable
     <program> block in none of 48 completions."""
-    need = {"need_answer": mode != "majority", "need_program": mode == "program"}
-    messages = PromptTemplate.load(template).messages(problems=["Ann has 2 cats and gets 1 more. How many now?"], **need)
+    need = required_blocks(mode)
+    shown = ["Ann has 2 cats and gets 1 more. How many now?"]
+    messages = PromptTemplate.load(template).messages(problems=shown, **need)
     example, request = messages[2]["content"], messages[-1]["content"]
     assert messages[1]["content"].splitlines()[-4:] == request.splitlines()[-4:]  # the example asks as the request does
     parsed = parse_teacher(example, request, [], 10, 3, **need)

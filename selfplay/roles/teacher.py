@@ -73,6 +73,12 @@ def concept_span(completion: str) -> tuple[int, int] | None:
     return match.span() if match else None
 
 
+def required_blocks(reference_answer: str) -> dict[str, bool]:
+    """What a teacher's completion must carry under a reference mode, as `need_answer` and `need_program`: the
+    prompt (`PromptTemplate.messages`) asks for it and `parse_teacher` requires it."""
+    return {"need_answer": reference_answer != "majority", "need_program": reference_answer == "program"}
+
+
 def parse_teacher(
     completion: str,
     request: str,
