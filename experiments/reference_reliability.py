@@ -28,23 +28,25 @@ def reliability(rows: list[dict], band_low: float, band_high: float, equal_many)
     answered = [(row, v) for row, v in zip(rows, verdicts) if v.reference is not None]
     right = equal_many([(row["gold"], v.reference) for row, v in answered])
     by_rate: dict[float, Counter] = {}
+    band = Counter()
     rewarded = rewarded_correct = correct_in_band = 0
     for (row, v), reference_right in zip(answered, right):
         counts = by_rate.setdefault(v.solve_rate, Counter())
         counts["problems"] += 1
         counts["majority_right"] += reference_right
         if in_band(v.solve_rate, band_low, band_high):
+            band["problems"] += 1
+            band["majority_right"] += reference_right
             rewarded += sum(v.correct)
             rewarded_correct += sum(a and t for a, t in zip(v.correct, row["correct"]))
             correct_in_band += sum(row["correct"])
-    band = [c for rate, c in by_rate.items() if in_band(rate, band_low, band_high)]
     return {
         "problems": len(rows),
         "no_answer": len(rows) - len(answered),
         "by_solve_rate": {f"{rate:.3f}": {"problems": c["problems"], "majority_right": c["majority_right"] / c["problems"]}
                           for rate, c in sorted(by_rate.items())},
-        "in_band_problems": sum(c["problems"] for c in band),
-        "in_band_majority_right": sum(c["majority_right"] for c in band) / max(1, sum(c["problems"] for c in band)),
+        "in_band_problems": band["problems"],
+        "in_band_majority_right": band["majority_right"] / max(1, band["problems"]),
         "in_band_rewarded_precision": rewarded_correct / max(1, rewarded),
         "in_band_correct_recall": rewarded_correct / max(1, correct_in_band),
         "accuracy": sum(sum(row["correct"]) for row in rows) / max(1, sum(len(row["correct"]) for row in rows)),
