@@ -79,3 +79,16 @@ def test_two_steps_then_resume_continues_at_step_three(tiny_config, backend):
     assert metrics[2]["pool/size"] == pool_before + sum(c["admitted"] for c in step3)  # nothing evicted at this size
     assert {c["step"] for c in read_jsonl(resumed / "curriculum.jsonl")} == {1, 2, 3}
     assert (resumed / "checkpoints/step-3/state.json").is_file()
+
+
+def test_three_steps_in_program_mode(tiny_config):
+    """Program mode end to end: the teacher's programs run in the sandbox (as `nobody` when the tests run as
+    root) and their printed answers become the references the students are judged against."""
+    run_dir = run(tiny_config(max_steps=3, reference_answer="program", teacher_max_new_tokens=160), progress=False)
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    curriculum = list(read_jsonl(run_dir / "curriculum.jsonl"))
+    ran = [c for c in curriculum if c["valid"] or c["reason"].startswith("program failed")]
+    assert ran, "no teacher program reached the sandbox in 3 steps"
+    for c in curriculum:
+        if c["valid"]:
+            assert c["teacher_answer"] and len(c["teacher_answer"]) <= 200

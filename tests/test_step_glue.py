@@ -77,7 +77,7 @@ def test_variance_selection_keeps_the_teacher_group_whose_problems_scores_vary(t
 
 
 def test_program_mode_takes_each_problems_answer_from_its_own_program(tokenizer):
-    texts = {"ok": "print(3 * 4)", "slow": "import time\ntime.sleep(0.3)\nprint(7)", "crash": "raise SystemExit(3)",
+    texts = {"ok": "print(3 * 4)", "slow": "n = 0\nfor i in range(3 * 10 ** 6):\n    n += 1\nprint(7)", "crash": "raise SystemExit(3)",
              "hostile": "import os\nos.system('true')\nprint(os.fork())"}
     batch = [candidate(tokenizer, 0, f"<problem>How many legs do {n} cats have?</problem><program>{code}</program>")
              for n, code in enumerate(texts.values(), start=3)]

@@ -1,9 +1,13 @@
+import os
 import time
+from pathlib import Path
 
 import pytest
 
-from selfplay.verify import Verifier, answers_equal, cluster_answers, extract_final_answer
-from selfplay.verify.answers import equal_many_unguarded, last_boxed
+from selfplay.roles import read_answer
+from selfplay.verify import Verifier, answers_equal, cluster_answers, extract_final_answer, judge, judge_all
+from selfplay.verify.answers import equal_many_unguarded, last_boxed, normalize
+from selfplay.verify.guard import WORKER_MEMORY_MB
 
 TIMEOUT = 2.0
 
@@ -79,7 +83,7 @@ def test_guard_keeps_working_after_timeouts_and_counts_them(verifier):
     pairs = [("1/2", "0.5")] * 20 + [(ATTACKS["power tower"], "3")] + [("x+1", "1+x")] * 5
     results = verifier.equal_many(pairs)
     assert results == [True] * 20 + [False] + [True] * 5
-    assert verifier.timeouts == before + 2  # the chunk holding it, then the pair on its own
+    assert verifier.timeouts == before + 1  # it is read once, in its own task
 
 
 def test_guard_works_from_a_thread(verifier):
@@ -91,3 +95,69 @@ def test_guard_works_from_a_thread(verifier):
     thread.start()
     thread.join()
     assert out == [False] and time.monotonic() - start < TIMEOUT + 1.0
+
+
+def test_a_hostile_text_answer_is_read_in_linear_time():
+    """`\\text{` and 30,000 spaces: the old normalising regex backtracked quadratically (10 s, holding the GIL)."""
+    hostile = "\\boxed{\\text{" + " " * 30_000 + "{}}}"
+    for text in (hostile, "Let me think. " * 500 + hostile, "\\boxed{" + "\\text{ " * 5_000 + "}"):
+        start = time.perf_counter()
+        read_answer(text)
+        normalize(text)  # the checker normalises whatever it is given
+        assert time.perf_counter() - start < 0.1
+
+
+def test_one_hostile_answer_among_eight_costs_its_problem_one_limit(verifier):
+    answers = ["1/2", "0.5", ATTACKS["power tower 9"], "\\frac{1}{2}", "3", "3.0", "7", "1/2"]
+    before, start = verifier.timeouts, time.monotonic()
+    [verdict] = judge_all([(answers, None)], "majority", verifier.equal_many)
+    assert time.monotonic() - start < TIMEOUT + 1.0
+    assert verifier.timeouts == before + 1
+    assert verdict.reference == "1/2" and verdict.correct == (True, True, False, True, False, False, False, True)
+
+
+def test_two_hostile_answers_read_side_by_side(verifier):
+    answers = [ATTACKS["power tower"], ATTACKS["power tower 9"], "2", "2.0", "2", "5", "2", "6"]
+    start = time.monotonic()
+    [verdict] = judge_all([(answers, None)], "majority", verifier.equal_many)
+    assert time.monotonic() - start < TIMEOUT + 1.0  # two workers, one limit
+    assert verdict.reference == "2" and verdict.solve_rate == 4 / 8
+
+
+@pytest.mark.parametrize("undefined", ["nan", "NaN", "-nan", "\\text{nan}", "0/0", "\\frac{1}{0}"])
+def test_an_undefined_answer_equals_nothing_not_even_itself(verifier, undefined):
+    assert verifier.equal_many([(undefined, undefined), (undefined, "0"), ("3", "3")]) == [False, False, True]
+    assert answers_equal(undefined, undefined) is False
+    assert verifier.cluster([undefined, undefined, "2", undefined]) == [None, None, 0, None]
+    agreed = judge([undefined] * 8, "majority", None, verifier.equal_many)
+    assert agreed.reference is None and agreed.solve_rate == 0.0
+    claimed = judge([undefined] * 4 + ["1"] * 4, "teacher", undefined, verifier.equal_many)
+    assert claimed.solve_rate == 0.0
+
+
+def test_checking_workers_run_under_a_memory_limit(verifier):
+    """Every worker of the pool (a descendant of this process, forked by the forkserver) has the address-space
+    limit, so a reading that grows (a huge number, a huge matrix) raises MemoryError instead of taking the host."""
+    verifier.equal_many([("1/2", "0.5"), ("3", "4")])
+    limits = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if _descends_from(int(status.parent.name), os.getpid()):
+                limits.append((status.parent / "limits").read_text())
+        except (OSError, ValueError):
+            continue
+    limited = [text for text in limits if f"{WORKER_MEMORY_MB << 20}" in _address_space_line(text)]
+    assert len(limited) >= 2, limits
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+def _address_space_line(limits: str) -> str:
+    return next(line for line in limits.splitlines() if line.startswith("Max address space"))

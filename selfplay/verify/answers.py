@@ -7,8 +7,9 @@ output directly; go through `selfplay.verify.Verifier`, which runs it in killabl
 
 from __future__ import annotations
 
-import re
 import logging
+import pickle
+import re
 from collections.abc import Callable, Sequence
 
 # Longest answer we hand to sympy at all: a real final answer is short; a long one is garbage or an attack.
@@ -18,6 +19,9 @@ MAX_FALLBACK_CHARS = 30
 # math-verify warns on every call that its own timeouts are off; our process guard enforces time instead.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
+# No two quantifiers may match the same characters: the old `\\text\{\s*([^{}]*)\}` backtracked quadratically
+# (a \text{ and 30,000 spaces held the GIL for 10 s); the spaces go with every other space below.
+_TEXT = re.compile(r"\\text\{([^{}]*)\}")
 _FINAL_ANSWER = re.compile(r"final answer is:?\s*\$?([^\n$]{1,200})", re.IGNORECASE)
 
 
@@ -43,7 +47,7 @@ def last_boxed(text: str) -> str | None:
 def normalize(answer: str) -> str:
     """Cheap canonical form used to group identical strings before any symbolic check."""
     answer = answer.strip().strip("$").strip()
-    answer = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", answer)
+    answer = _TEXT.sub(r"\1", answer)
     answer = answer.replace("\\!", "").replace("\\,", "").replace("\\ ", "").replace(" ", "")
     answer = answer.rstrip(".")
     if re.fullmatch(r"-?\d+\.0+", answer):
@@ -57,6 +61,8 @@ def extract_final_answer(text: str) -> str | None:
     """The final answer a completion commits to: the last `\\boxed{}`, else 'final answer is X', else None."""
     boxed = last_boxed(text)
     if boxed is not None:
+        if len(boxed) > MAX_ANSWER_CHARS:  # before any parsing: normalising only shortens
+            return None
         answer = normalize(boxed)
         return answer if 0 < len(answer) <= MAX_ANSWER_CHARS else None
     match = None
@@ -80,20 +86,62 @@ def _parse(answer: str):
     )
 
 
-def equal_unguarded(a: str, b: str) -> bool:
-    """Mathematical equivalence of two final answers ("1/2" == "0.5" == "\\frac{1}{2}")."""
-    a, b = normalize(a), normalize(b)
+# An answer's reading: math-verify's parse of it, pickled, so that it is parsed once (in a killable worker) and
+# compared in any worker; UNDEFINED for a value that is not a number; None for an answer it cannot read.
+Reading = bytes | str | None
+UNDEFINED = "undefined"  # nan, 0/0, 1/0: equal to nothing, itself included
+MAX_READING_BYTES = 64 << 10  # a longer reading is a huge number computed in full: unreadable, not shipped
+
+
+def reading(answer: str) -> Reading:
+    """The reading of a normalised answer (see `Reading`)."""
+    if answer.lower().lstrip("+-") == "nan":
+        return UNDEFINED
+    if not answer or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    import sympy
+
+    # Besides parsing, what math-verify's comparison evaluates of each answer on its own (`doit`: "10^{10^{10}}"
+    # is parsed lazily and computed there) is done here once, so an answer too costly to evaluate fails now, in
+    # one task. The reading keeps the parse itself: evaluating early changes verdicts (9% equals 9 unevaluated).
+    try:
+        parsed = _parse(answer)
+        evaluated = [value.doit() if isinstance(value, sympy.Basic) else value for value in parsed]
+        too_large = len(pickle.dumps(evaluated)) > MAX_READING_BYTES
+    except Exception:  # math-verify raises on some malformed LaTeX; a MemoryError under the worker's limit
+        return None
+    if any(isinstance(value, sympy.Basic) and value.has(sympy.nan, sympy.zoo) for value in evaluated):
+        return UNDEFINED
+    return None if not parsed or too_large else pickle.dumps(parsed)
+
+
+def settled(a: str, b: str, reading_a: Reading, reading_b: Reading) -> bool | None:
+    """The verdict on two normalised answers that needs no symbolic comparison, or None when one is needed."""
+    if UNDEFINED in (reading_a, reading_b):
+        return False
     if a == b:
         return True
-    if not a or not b or len(a) > MAX_ANSWER_CHARS or len(b) > MAX_ANSWER_CHARS:
+    if reading_a is None or reading_b is None:
         return False
+    return None
+
+
+def same_value(reading_a: bytes, reading_b: bytes) -> bool:
+    """math-verify's equivalence of two readings (the first as the gold answer)."""
     from math_verify import verify
 
     try:
-        gold, pred = _parse(a), _parse(b)
-        return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
-    except Exception:  # math-verify raises on some malformed LaTeX; an answer we cannot read is not equal
+        return bool(verify(pickle.loads(reading_a), pickle.loads(reading_b), timeout_seconds=None))
+    except Exception:  # an answer we cannot compare is not equal
         return False
+
+
+def equal_unguarded(a: str, b: str) -> bool:
+    """Mathematical equivalence of two final answers ("1/2" == "0.5" == "\\frac{1}{2}"; nan equals nothing)."""
+    a, b = normalize(a), normalize(b)
+    reading_a, reading_b = reading(a), reading(b)
+    verdict = settled(a, b, reading_a, reading_b)
+    return same_value(reading_a, reading_b) if verdict is None else verdict
 
 
 def equal_many_unguarded(pairs: Sequence[tuple[str, str]]) -> list[bool]:
@@ -105,16 +153,17 @@ def cluster_answers(
 ) -> list[int | None]:
     """Group answers into equivalence classes; returns a class id per answer (None for no answer).
 
-    Identical normalised strings share a class without a symbolic check; distinct strings are compared
-    pairwise in one batch (so the checker can parallelise), then merged with union-find. Class ids are
-    numbered by first appearance.
+    Distinct strings are compared pairwise, each also with itself, in one batch (so the checker can
+    parallelise), then merged with union-find. An answer not equal to itself (nan, 0/0) gets no class, as if
+    none were given: agreeing on an undefined value is not agreeing. Class ids are numbered by first appearance.
     """
     distinct: list[str] = []
     for answer in answers:
         if answer is not None and answer not in distinct:
             distinct.append(answer)
-    pairs = [(i, j) for i in range(len(distinct)) for j in range(i + 1, len(distinct))]
+    pairs = [(i, j) for i in range(len(distinct)) for j in range(i, len(distinct))]
     same = equal_many([(distinct[i], distinct[j]) for i, j in pairs]) if pairs else []
+    defined = {i for (i, j), equal in zip(pairs, same) if i == j and equal}  # nan is not even equal to itself
     parent = list(range(len(distinct)))
 
     def root(i: int) -> int:
@@ -126,7 +175,7 @@ def cluster_answers(
         if equal:
             parent[max(root(i), root(j))] = min(root(i), root(j))
     class_of_root: dict[int, int] = {}
-    for i in range(len(distinct)):
+    for i in sorted(defined):
         class_of_root.setdefault(root(i), len(class_of_root))
-    class_of = {answer: class_of_root[root(i)] for i, answer in enumerate(distinct)}
-    return [None if answer is None else class_of[answer] for answer in answers]
+    class_of = {answer: class_of_root[root(i)] for i, answer in enumerate(distinct) if i in defined}
+    return [class_of.get(answer) for answer in answers]
