@@ -115,3 +115,26 @@ def test_huge_and_binary_inputs():
     assert not parse("\x00\xff" * 100_000).valid
     assert read_answer("\\boxed{" * 30_000).answer is None
     assert read_answer("x" * 100_000 + "\\boxed{7}").answer == "7"
+
+
+HOSTILE_COMPLETIONS = {
+    "openers without closers": "<problem>" * 2_500,
+    "concept openers": "<concepts>" * 2_000,
+    "openers and stray closers": "<problem> </" * 2_000,
+    "spaced brackets": "< " * 10_000,
+    "text and spaces": "\\boxed{\\text{" + " " * 30_000 + "{}}}",
+    "nested braces": "\\boxed{" + "{" * 20_000,
+}
+
+
+def test_parsing_any_completion_costs_linear_time():
+    """Model output is hostile: every parser reads 20,000 characters of the worst shapes in milliseconds (a lazy
+    `<problem>(.*?)</problem>` scanned to the end from each of 2,500 openers: 0.2 s a completion)."""
+    import time
+
+    for name, text in HOSTILE_COMPLETIONS.items():
+        start = time.perf_counter()
+        parse(text, need_answer=True, need_program=True)
+        concept_span(text)
+        read_answer(text)
+        assert time.perf_counter() - start < 0.02, name

@@ -43,10 +43,19 @@ class TeacherProblem:
         return bool(self.concepts)
 
 
+def _block_span(text: str, tag: str) -> tuple[int, int, int, int] | None:
+    """(start, end) of the first complete <tag>...</tag> and (start, end) of its content, or None.
+    Case-insensitive. The first opener, then the first closer after it: the lazy `<tag>(.*?)</tag>` finds the
+    same block, but scans to the end from every opener (a completion of 2,000 openers took 0.2 s)."""
+    opener = re.search(rf"<\s*{tag}\s*>", text, re.IGNORECASE)
+    closer = opener and re.compile(rf"<\s*/\s*{tag}\s*>", re.IGNORECASE).search(text, opener.end())
+    return (opener.start(), closer.end(), opener.end(), closer.start()) if closer else None
+
+
 def _block(text: str, tag: str) -> str | None:
     """Content of the first complete <tag>...</tag>, or None. Case-insensitive; whitespace trimmed."""
-    match = re.search(rf"<\s*{tag}\s*>(.*?)<\s*/\s*{tag}\s*>", text, re.IGNORECASE | re.DOTALL)
-    return match.group(1).strip() if match else None
+    span = _block_span(text, tag)
+    return text[span[2]: span[3]].strip() if span else None
 
 
 _BLOCKS = re.compile(r"<\s*(\w+)\s*>(.*?)<\s*/\s*\1\s*>", re.DOTALL)
@@ -68,9 +77,8 @@ def shown_problems(prompt_text: str) -> list[str]:
 def concept_span(completion: str) -> tuple[int, int] | None:
     """Character span of the first complete <concepts>...</concepts> block, tags included (the parser reads the
     same block). The reference keeps these tokens out of the loss: concepts label a problem, they are not it."""
-    match = re.search(r"<\s*concepts\s*>.*?<\s*/\s*concepts\s*>", completion[:MAX_SCAN_CHARS],
-                      re.IGNORECASE | re.DOTALL)
-    return match.span() if match else None
+    span = _block_span(completion[:MAX_SCAN_CHARS], "concepts")
+    return span[:2] if span else None
 
 
 def required_blocks(reference_answer: str) -> dict[str, bool]:
