@@ -1,7 +1,8 @@
-"""The scale sheet in experiments/README.md: memory per GPU and expected step time of the reference's step
-(experiments/opensir-llama3b.yaml: 4 x 8 teacher completions, up to 32 x 8 student solutions, 2048 new tokens
-at most, 1 teacher and 1 student group trained) for three model sizes on 1, 2 and 8 H100s, data parallel
-(DDP), and the memory of full fine-tuning with the training states sharded (FSDP2).
+"""The scale sheet in experiments/README.md: memory per GPU and expected seconds per optimizer step of the
+reference's recipe (experiments/opensir-llama3b.yaml, read here: 8 rounds of 8 x 8 teacher completions and up to
+64 x 8 student solutions, 2048 new tokens at most, 2 teacher and 2 student groups of 8 trained per round) for
+three model sizes on 1, 2 and 8 H100s, data parallel (DDP), and the memory of full fine-tuning with the training
+states sharded (FSDP2).
 
     python experiments/scale_sheet.py
 
@@ -11,19 +12,25 @@ The constants below say what is assumed; change them for another GPU. The last l
 """
 
 import json
+from pathlib import Path
+
+from selfplay.config import SelfPlayConfig, read_yaml_config
 
 GPU = {"name": "H100 SXM", "memory_gb": 80, "bandwidth_gbs": 3350, "bf16_tflops": 989, "allreduce_gbs": 300}
 DECODE_EFFICIENCY = 0.5  # achieved share of peak bandwidth while decoding (vLLM with CUDA graphs: 0.5-0.7)
 MIN_DECODE_STEP = 0.003  # seconds: a decode step of a small model is bound by kernel launches, not bytes
 TRAIN_MFU = 0.35  # achieved share of peak FLOPs in the forward/backward passes
-OTHER_SECONDS = 2.0  # embedding, novelty, verification, weight sync, logging
+OTHER_SECONDS = 2.0  # per round: embedding, novelty, verification, logging (and the weight sync)
 MODELS = {  # parameters, layers, KV heads, head dim, vocabulary
     "Qwen2.5-0.5B": (0.494e9, 24, 2, 64, 151936),
     "Llama-3.2-3B": (3.21e9, 28, 8, 128, 128256),
     "Qwen2.5-7B": (7.62e9, 28, 4, 128, 152064),
 }
 PROMPT, MAX_NEW, MEAN_NEW = 300, 2048, 1200  # tokens; completions average MEAN_NEW of MAX_NEW
-TEACHER, STUDENT, TRAINED_ROWS, MICRO_BATCH = 32, 256, 16, 8
+RECIPE = SelfPlayConfig(**read_yaml_config(Path(__file__).with_name("opensir-llama3b.yaml")))
+PER_UPDATE, ROUNDS, MICRO_BATCH = RECIPE.per_update(), RECIPE.rounds_per_update, RECIPE.train_micro_batch_size
+TEACHER, STUDENT = PER_UPDATE["teacher_completions"] // ROUNDS, PER_UPDATE["student_solutions"] // ROUNDS  # a round
+TRAINED_ROWS = PER_UPDATE["teacher_rows"] + PER_UPDATE["student_rows"]  # an optimizer step
 VLLM_SHARE = 0.3  # vllm_gpu_memory_utilization: the engine's weights and KV cache
 
 
@@ -55,15 +62,16 @@ def decode_seconds(params: float, kv_bytes_per_token: float, batch: float) -> fl
 
 
 def step_seconds(params: float, layers: int, kv_heads: int, head_dim: int, gpus: int, share: int) -> dict:
-    """`share`: the GPUs the reference's step is split over (`gpus` for the same step on more GPUs; 1 when the
-    step grows with the GPU count, teacher_prompts x gpus)."""
+    """One optimizer step: ROUNDS generation rounds, then the update. `share`: the GPUs the recipe's step is split
+    over (`gpus` for the same step on more GPUs; 1 when the step grows with the GPU count, teacher_prompts x
+    gpus)."""
     kv = layers * 2 * kv_heads * head_dim * 2  # bytes per token, bf16 keys and values
-    generation = decode_seconds(params, kv, TEACHER / share) + decode_seconds(params, kv, STUDENT / share)
+    generation = ROUNDS * (decode_seconds(params, kv, TEACHER / share) + decode_seconds(params, kv, STUDENT / share))
     tokens = TRAINED_ROWS * (PROMPT + MEAN_NEW) / share
     flops = (8 + 2) * params * tokens  # forward, backward, checkpoint recompute; the KL reference's forward
     training = flops / (GPU["bf16_tflops"] * 1e12 * TRAIN_MFU)
     allreduce = 0 if gpus == 1 else 2 * (gpus - 1) / gpus * 4 * params / (GPU["allreduce_gbs"] * 1e9)
-    total = generation + training + allreduce + OTHER_SECONDS
+    total = generation + training + allreduce + ROUNDS * OTHER_SECONDS
     return {"generation": round(generation, 1), "training": round(training + allreduce, 1), "total": round(total, 1)}
 
 

@@ -146,12 +146,33 @@ class SelfPlayConfig(GenerationSettings):
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up optimizer steps (all but 'constant')."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=0.5, metadata={"help": "Gradient clipping norm."})
-    clip_epsilon: float = field(default=0.2, metadata={"help": "PPO ratio clip."})
+    clip_epsilon: float = field(default=0.2, metadata={"help": "PPO ratio clip: [1 - eps, 1 + eps]."})
     importance_sampling_cap: float = field(
         default=2.0, metadata={"help": "Truncated importance sampling: per-token weight trainer/sampler probability, "
                                        "capped here, corrects for the sampler's numerics (vLLM kernels, dtype)."})
+    importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = field(
+        default="token_truncate", metadata={
+            "help": "How the trainer/sampler ratio corrects each row, as TRL's vllm_importance_sampling_mode: per "
+                    "token or per sequence (the product of its tokens' ratios), capped at importance_sampling_cap "
+                    "(truncate) or zeroed above it (mask)."})
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = field(default="dapo", metadata={
+        "help": "How each role's token losses are averaged, as TRL's loss_type, within each role: dapo, over all the "
+                "role's tokens in the optimizer step; grpo, over each row's tokens, then over the role's rows; "
+                "dr_grpo, summed over each row, over the role's rows times its token limit. The two roles weigh half "
+                "each."})
+    clip_epsilon_high: float = field(default=0.0, metadata={
+        "help": "Upper ratio clip 1 + clip_epsilon_high (DAPO's clip-higher, TRL's epsilon_high); 0: clip_epsilon."})
+    importance_sampling_level: Literal["token", "sequence"] = field(default="token", metadata={
+        "help": "The policy ratio per token, or per sequence as the exp of its tokens' mean log-ratio (GSPO)."})
+    mask_truncated_completions: bool = field(default=False, metadata={
+        "help": "Keep completions cut at their token limit out of the loss (they still count in grpo's and "
+                "dr_grpo's row counts, as in TRL)."})
     kl_beta: float = field(default=0.0, metadata={"help": "KL-to-reference coefficient (0: no reference)."})
     updates_per_step: int = field(default=1, metadata={"help": "Optimizer passes over each step's batch."})
+    rounds_per_update: int = field(default=1, metadata={
+        "help": "Generation rounds whose rows one optimizer step trains on (the reference's gradient accumulation: "
+                "8). Each round draws its teacher prompts from the pool as it stands, measures novelty against the "
+                "archive as it stands and grows both; the weights, and the sampler's copy, change once per step."})
     train_micro_batch_size: int = field(default=4, metadata={"help": "Rows per forward/backward (accumulated)."})
     normalize_advantages: bool = field(default=True, metadata={"help": "Divide by the group std (else centre only)."})
     advantage_eps: float = field(default=1e-4, metadata={"help": "Added to the group std."})
@@ -159,12 +180,14 @@ class SelfPlayConfig(GenerationSettings):
         default="all",
         metadata={"help": "'all' trains every group with signal; 'variance' keeps the reference's selection."},
     )
-    teacher_groups_per_step: int = field(default=1, metadata={"help": "Teacher groups kept by 'variance'."})
+    teacher_groups_per_step: int = field(default=1, metadata={
+        "help": "Teacher groups kept by 'variance' in each generation round."})
     train_teacher: bool = field(default=True, metadata={
         "help": "Train the teacher role; false trains only students, on the problems the policy still writes "
                 "(the control that isolates what teaching adds)."})
     mask_concepts: bool = field(default=True, metadata={"help": "Keep the teacher's <concepts> block out of the loss."})
-    student_groups_per_step: int = field(default=1, metadata={"help": "Student groups kept by 'variance'."})
+    student_groups_per_step: int = field(default=1, metadata={
+        "help": "Student groups (problems) kept by 'variance' in each generation round."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -216,6 +239,8 @@ class SelfPlayConfig(GenerationSettings):
         require(self.learning_rate > 0, "learning_rate", "must be positive")
         require(self.train_micro_batch_size >= 1, "train_micro_batch_size", "must be >= 1")
         require(self.updates_per_step >= 1, "updates_per_step", "must be >= 1")
+        require(self.rounds_per_update >= 1, "rounds_per_update", "must be >= 1")
+        require(self.clip_epsilon_high >= 0, "clip_epsilon_high", "must be >= 0 (0: the same as clip_epsilon)")
         require(self.verify_timeout > 0, "verify_timeout", "must be positive")
         require(self.verify_workers >= 1, "verify_workers", "must be >= 1")
         require(self.generation_batch_size >= 1, "generation_batch_size", "must be >= 1")
@@ -226,6 +251,22 @@ class SelfPlayConfig(GenerationSettings):
         require(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
         require(self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib", "must be positive")
         require(self.vllm_tensor_parallel_size >= 1, "vllm_tensor_parallel_size", "must be >= 1")
+
+    def per_update(self) -> dict[str, int]:
+        """What one optimizer step generates and trains on, over all processes (each generates and trains its
+        share): teacher completions, student solutions at most (every teacher completion a valid problem), and
+        the rows trained per role at most (under 'variance' selection, its groups; under 'all', every row)."""
+        teacher = self.teacher_prompts * self.teacher_samples * self.rounds_per_update
+        student = teacher * self.student_samples
+        variance = self.group_selection == "variance"
+        return {
+            "teacher_completions": teacher,
+            "student_solutions": student,
+            "teacher_rows": 0 if not self.train_teacher
+            else self.teacher_groups_per_step * self.teacher_samples * self.rounds_per_update if variance else teacher,
+            "student_rows": self.student_groups_per_step * self.student_samples * self.rounds_per_update
+            if variance else student,
+        }
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,16 +1,19 @@
 """One self-play step, phase by phase, in the order of the data flow:
 
-    pool --sample--> teacher prompts --generate--> completions --parse--> candidate problems (valid or not)
-    valid problems --embed--> echoes of a problem shown in their own prompt made invalid
-    valid problems --generate--> student solutions --judge--> reference answer, correctness, solve rate
-    valid problems --FAISS archive--> novelty
-    score: reward terms per role --> training rows with role-specific advantages --> one policy update
-    every valid problem --> novelty archive;  admitted problems --> pool (what the teacher is shown)
+    one or more generation rounds (`rounds_per_update`), each:
+        pool --sample--> teacher prompts --generate--> completions --parse--> candidate problems (valid or not)
+        valid problems --embed--> echoes of a problem shown in their own prompt made invalid
+        valid problems --generate--> student solutions --judge--> reference answer, correctness, solve rate
+        valid problems --FAISS archive--> novelty, and repeats of archived problems
+        score: reward terms per role --> training rows with role-specific advantages (groups within the round)
+        every valid problem --> novelty archive;  admitted problems --> pool (what the next round is shown)
+    the rounds' rows --> one policy update --> the sampler takes the new weights
     every problem --> curriculum.jsonl;  figures --> metrics.jsonl
 
-Every phase is timed into metrics.jsonl as `time/<phase>`. The rules each phase applies live in their rooms
-(`roles/` parse, `verify/judge.py`, `rewards.py`, `train/rows.py`, `curriculum/pool.py`); this file only
-moves data between them. Building a run and checkpointing it is `runner.py`.
+Every phase is timed into metrics.jsonl as `time/<phase>` (summed over the step's rounds). The rules each phase
+applies live in their rooms (`roles/` parse, `verify/judge.py`, `rewards.py`, `train/rows.py`,
+`curriculum/pool.py`); this file only moves data between them. Building a run and checkpointing it is
+`runner.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from selfplay.curriculum.pool import Pool, eligible
 from selfplay.distributed import Ranks
 from selfplay.errors import SelfPlayError
 from selfplay.files import append_jsonl
-from selfplay.novelty import Archive, Embedder, novelty_scores
+from selfplay.novelty import Archive, Embedder, is_near_duplicate, nearest_archived, novelty_scores
 from selfplay.policy import GenerationBackend, Sample, Sampling, render_chat, tokens_in_span
 from selfplay.rewards import StudentTerms, TeacherTerms
 from selfplay.roles import (
@@ -80,6 +83,8 @@ class Candidate:
     reference: str | None = None  # judge
     solve_rate: float | None = None  # judge
     novelty: float | None = None  # novelty
+    nearest: float | None = None  # novelty: cosine to the nearest archived problem
+    derived: bool | None = None  # score: is the reference computed from the problem (rewards.answer_derived)
     terms: TeacherTerms | None = None  # score
     reward: float | None = None  # score
     admitted: bool = False  # pool
@@ -94,6 +99,19 @@ class TeacherPrompt:
     ids: list[int]
     request: str  # the text of its last user turn, to recognise echoes of its format
     shown: list[str]  # the problems it shows in any turn (worked example included), to recognise copies of them
+
+
+@dataclass
+class Round:
+    """One generation round of a step: what the teacher was shown, what it wrote, and the rows it gives."""
+
+    prompts: list[TeacherPrompt]
+    candidates: list[Candidate]
+    rows: StepRows
+
+    @property
+    def valid(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.valid]
 
 
 class PhaseTimer:
@@ -138,6 +156,48 @@ class SelfPlay:
         step_start, timeouts_before = time.perf_counter(), self.verifier.timeouts
         if not len(self.pool):
             return self.skip_step("the pool is empty")
+        rounds = [self.play_round(k, timer) for k in range(config.rounds_per_update)]
+        candidates = [c for played in rounds for c in played.candidates]
+        rows = StepRows([row for played in rounds for row in played.rows.rows],
+                        {role: sum(played.rows.groups_trained[role] for played in rounds)
+                         for role in ("teacher", "student")})
+        update_stats = {}
+        if rows.rows:
+            with timer("update"):
+                update_stats = self.updater.step(rows.rows)
+            with timer("sync"):
+                self.backend.sync(self.model)
+        else:
+            self.updater.skip()
+            log.warning("step %d: every group has zero reward variance; no update", self.step)
+        digest = None
+        if self.ranks.world > 1:
+            with timer("ranks_agree"):
+                digest = self.check_ranks_agree(rounds)
+        heldout = {}
+        if self.heldout and self.step % config.eval_every == 0:
+            with timer("eval"):
+                heldout = self.evaluate_heldout()
+        with timer("log"):
+            metrics = self.step_metrics(candidates, rows, update_stats) | heldout
+            metrics["verify/timeouts"] = sum(self.ranks.gather([self.verifier.timeouts - timeouts_before]))
+            if digest is not None:
+                metrics["ranks/digest"] = digest
+            if self.ranks.is_main:
+                append_jsonl(self.run_dir / CURRICULUM, [self.curriculum_record(c, k) for k, played in
+                                                         enumerate(rounds) for c in played.candidates])
+        metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
+        metrics["time/step"] = time.perf_counter() - step_start
+        if self.ranks.is_main:
+            append_jsonl(self.run_dir / METRICS, [metrics])
+        self.empty_steps = 0 if any(played.valid for played in rounds) else self.empty_steps + 1
+        self.check_stalled()
+        return metrics
+
+    def play_round(self, k: int, timer: PhaseTimer) -> Round:
+        """One generation round: the phases from the teacher's prompts to the rows, then the pool grows, so the
+        next round draws from it (as the reference's micro-steps do)."""
+        config = self.config
         with timer("teacher_prompts"):
             prompts = self.prompt_teacher()
         with timer("teacher_generate"):
@@ -157,44 +217,14 @@ class SelfPlay:
                 self.judge(valid)
             with timer("novelty"):
                 self.measure_novelty(valid)
-            self.empty_steps = 0
         else:
-            self.empty_steps += 1
-            log.warning("step %d: no valid teacher problem (%d in a row); students skipped", self.step, self.empty_steps)
+            log.warning("step %d, round %d: no valid teacher problem; students skipped", self.step, k + 1)
         with timer("rewards"):
             self.score(candidates)
             rows = self.training_rows(candidates)
-        update_stats = {}
-        if rows.rows:
-            with timer("update"):
-                update_stats = self.updater.step(rows.rows)
-            with timer("sync"):
-                self.backend.sync(self.model)
-        else:
-            log.warning("step %d: every group has zero reward variance; no update", self.step)
         with timer("pool"):
             self.grow_pool(valid)
-        digest = None
-        if self.ranks.world > 1:
-            with timer("ranks_agree"):
-                digest = self.check_ranks_agree(prompts, valid)
-        heldout = {}
-        if self.heldout and self.step % config.eval_every == 0:
-            with timer("eval"):
-                heldout = self.evaluate_heldout()
-        with timer("log"):
-            metrics = self.step_metrics(candidates, rows, update_stats) | heldout
-            metrics["verify/timeouts"] = sum(self.ranks.gather([self.verifier.timeouts - timeouts_before]))
-            if digest is not None:
-                metrics["ranks/digest"] = digest
-            if self.ranks.is_main:
-                append_jsonl(self.run_dir / CURRICULUM, [self.curriculum_record(c) for c in candidates])
-        metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
-        metrics["time/step"] = time.perf_counter() - step_start
-        if self.ranks.is_main:
-            append_jsonl(self.run_dir / METRICS, [metrics])
-        self.check_stalled()
-        return metrics
+        return Round(prompts, candidates, rows)
 
     # ---------------------------------------------------------------- phases, in step order
     def prompt_teacher(self) -> list[TeacherPrompt]:
@@ -263,9 +293,10 @@ class SelfPlay:
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
-        scores = novelty_scores(np.stack([c.embedding for c in candidates]), self.archive, self.config.novelty_top_k)
-        for c, score in zip(candidates, scores):
-            c.novelty = score
+        vectors = np.stack([c.embedding for c in candidates])
+        scores = novelty_scores(vectors, self.archive, self.config.novelty_top_k)
+        for c, score, nearest in zip(candidates, scores, nearest_archived(vectors, self.archive)):
+            c.novelty, c.nearest = score, nearest
 
     def score(self, candidates: list[Candidate]) -> None:
         config = self.config
@@ -275,31 +306,45 @@ class SelfPlay:
         for c in candidates:
             p = c.problem
             fmt = rewards.teacher_format(p.has_problem, p.has_answer, p.has_concepts)
-            # an invalid problem has no text to read numbers from, and no solvability term
-            band_counts = c.valid and (not config.solvability_requires_derived
-                                       or rewards.answer_derived(p.problem, c.reference))
-            c.terms = TeacherTerms(format=fmt) if not c.valid else TeacherTerms(
+            if not c.valid:  # no text to read numbers from, never solved or embedded: only its format counts
+                c.terms = TeacherTerms(format=fmt)
+                c.reward = c.terms.total(teacher_weights)
+                continue
+            c.derived = rewards.answer_derived(p.problem, c.reference)
+            repeat = self.repeats_archive(c)
+            pays = rewards.band_pays(c.solve_rate, config.band_low, config.band_high, repeat,
+                                     c.derived or not config.solvability_requires_derived)
+            c.terms = TeacherTerms(
                 format=fmt,
                 solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low,
-                                                config.band_high) if band_counts else 0.0,
-                novelty=c.novelty,
-                length=rewards.length_term([len(s.sample.completion_ids) for s in c.solutions], config.length_cap,
-                                           any(s.answer for s in c.solutions)),
+                                                config.band_high) if pays else 0.0,
+                novelty=0.0 if repeat else c.novelty,
+                length=rewards.length_term([len(s.sample.completion_ids) for s in c.solutions], config.length_cap)
+                if pays else 0.0,
             )
             c.reward = c.terms.total(teacher_weights)
             for s in c.solutions:
                 s.terms = StudentTerms(correct=float(s.correct), format=s.format_score)
                 s.reward = s.terms.total(student_weights)
 
+    def repeats_archive(self, c: Candidate) -> bool:
+        return c.nearest is not None and is_near_duplicate(c.nearest, self.config.dedup_threshold)
+
     def training_rows(self, candidates: list[Candidate]) -> StepRows:
-        """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index)."""
+        """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index). Where the
+        band requires a derived answer, a problem without one trains no student either: its students would be
+        paid for copying a number the problem states."""
+        trains_students = {k for k, c in enumerate(candidates) if c.valid and (
+            c.derived or not self.config.solvability_requires_derived)}
         teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.sample.logprobs, c.reward,
-                          self.concept_mask(c.sample.completion_ids) if self.config.mask_concepts else None)
+                          self.concept_mask(c.sample.completion_ids) if self.config.mask_concepts else None,
+                          c.sample.finished)
                    for c in candidates]
-        student = [Scored(k, s.sample.prompt_ids, s.sample.completion_ids, s.sample.logprobs, s.reward)
-                   for k, c in enumerate(candidates) if c.valid for s in c.solutions]
-        problem_scores = {k: c.terms.solvability + c.terms.novelty for k, c in enumerate(candidates) if c.valid}
-        problem_groups = {k: c.teacher_prompt for k, c in enumerate(candidates) if c.valid}
+        student = [Scored(k, s.sample.prompt_ids, s.sample.completion_ids, s.sample.logprobs, s.reward,
+                          finished=s.sample.finished)
+                   for k, c in enumerate(candidates) if k in trains_students for s in c.solutions]
+        problem_scores = {k: candidates[k].terms.solvability + candidates[k].terms.novelty for k in trains_students}
+        problem_groups = {k: candidates[k].teacher_prompt for k in trains_students}
         return step_rows(teacher, student, self.config, problem_scores, problem_groups)
 
     def concept_mask(self, completion_ids: list[int]) -> list[bool] | None:
@@ -308,16 +353,16 @@ class SelfPlay:
         return None if span is None else [not inside for inside in tokens_in_span(self.tokenizer, completion_ids, span)]
 
     def grow_pool(self, candidates: list[Candidate]) -> None:
-        """Every valid problem joins the novelty archive (a repeat earns no novelty, in the band or not); only
-        those that pass admission and are no near-duplicate of the pool (or of each other) join the pool the
-        teacher is shown."""
+        """Every valid problem joins the novelty archive (a later repeat of it earns no novelty and no band
+        reward); only those that pass admission and are no near-duplicate of the pool (or of each other) join
+        the pool the teacher is shown."""
         config = self.config
         if not candidates:
             return
         vectors = np.stack([c.embedding for c in candidates])
         admissible = [k for k, c in enumerate(candidates)
                       if eligible(c.valid, c.solve_rate, config.pool_admission, config.band_low, config.band_high,
-                                  c.problem.problem, c.reference)]
+                                  bool(c.derived), config.solvability_requires_derived)]
         threshold = config.dedup_threshold if config.pool_dedup else None
         admitted = [admissible[i] for i in self.pool.distinct(vectors[admissible], threshold)]
         first_row = len(self.archive)
@@ -344,10 +389,12 @@ class SelfPlay:
         """Embeddings of `texts`, computed in shares across ranks, so that every rank holds the same vectors."""
         return np.stack(self.ranks.map(self.embedder.encode, texts)).reshape(len(texts), self.embedder.dim)
 
-    def check_ranks_agree(self, prompts: list[TeacherPrompt], valid: list[Candidate]) -> str:
+    def check_ranks_agree(self, rounds: list[Round]) -> str:
         """Every rank must hold the same pool, archive and weights. What changed this step is compared (by
         induction from identical starts, that covers the whole state at a cost that does not grow with it)."""
         weights = self.ranks.parameter_sums(self.updater.trainable).numpy()
+        prompts = [p for played in rounds for p in played.prompts]
+        valid = [c for played in rounds for c in played.valid]
         return self.ranks.agree({
             "teacher prompts": repr([p.ids for p in prompts]).encode(),
             "pool": repr([len(self.pool), [c.problem.problem for c in valid if c.admitted]]).encode(),
@@ -367,8 +414,9 @@ class SelfPlay:
             "teacher/reward_mean": _mean([c.reward for c in candidates]),
             **_term_means("teacher", TeacherTerms, [c.terms for c in candidates]),
             "teacher/valid_fraction": len(valid) / len(candidates),
-            "teacher/in_band_fraction": _mean([rewards.in_band(c.solve_rate, config.band_low, config.band_high)
-                                               for c in valid]),
+            # in the band and paid for it (not a repeat, derived where that is required)
+            "teacher/in_band_fraction": _mean([c.terms.solvability > 0 for c in valid]),
+            "teacher/repeat_fraction": _mean([self.repeats_archive(c) for c in valid]),
             "teacher/completion_tokens": sum(len(c.sample.completion_ids) for c in candidates),
             "student/reward_mean": _mean([s.reward for s in solutions]),
             **_term_means("student", StudentTerms, [s.terms for s in solutions]),
@@ -383,10 +431,11 @@ class SelfPlay:
             **{f"update/{key}": value for key, value in update.items()},
         }
 
-    def curriculum_record(self, c: Candidate) -> dict:
+    def curriculum_record(self, c: Candidate, round_index: int) -> dict:
         p = c.problem
         return {
             "step": self.step,
+            "round": round_index,
             "teacher_prompt": c.teacher_prompt,
             "problem": p.problem,
             "answer": c.reference,
@@ -401,6 +450,8 @@ class SelfPlay:
             "student_answers": [s.answer for s in c.solutions],
             "student_rewards": [s.reward for s in c.solutions],
             "in_band": rewards.in_band(c.solve_rate, self.config.band_low, self.config.band_high),
+            "derived": c.derived,
+            "nearest_archived": c.nearest,
             "admitted": c.admitted,
             "solution": next((s.sample.text for s in c.solutions if s.correct), None),
             "raw": None if p.valid else c.sample.text[:500],

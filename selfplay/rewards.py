@@ -1,7 +1,7 @@
 """Pure reward functions: numbers (and a problem's text) in, numbers out. No models, no files.
 
-Teacher: solvability band (optionally only for a problem whose answer is derived from it) + novelty + format
-(+ optional student-length term).
+Teacher: solvability band + novelty + format (+ optional student-length term, paid with the band). The band pays
+only a problem that repeats no archived problem (and optionally only one whose answer is derived from it).
 Student: verified correctness + format.
 """
 
@@ -11,10 +11,9 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 _FINAL_LINE = re.compile(r"final answer is:?\s*\$?\\boxed\{", re.IGNORECASE)
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # unsigned: "5 - 3" states 5 and 3, not 5 and -3
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 
 
 def solvability(solve_rate: float | None, n: int, low: float, high: float) -> float:
@@ -42,11 +41,20 @@ def novelty(similarities: Sequence[float], top_k: int) -> float:
     return (1.0 - sum(top) / len(top)) / 2.0
 
 
-def length_term(student_token_counts: Sequence[int], cap: int, any_answer: bool) -> float:
-    """Mean student solution length, capped and scaled to [0, 1]; 0 when no solution gave an answer."""
-    if not any_answer or not student_token_counts:
+def length_term(student_token_counts: Sequence[int], cap: int) -> float:
+    """Mean student solution length, capped and scaled to [0, 1]. Paid only where the band pays (`band_pays`), as
+    the reference pays it: a long solution to a problem no one solves, or everyone does, is worth nothing."""
+    if not student_token_counts:
         return 0.0
     return min(sum(student_token_counts) / len(student_token_counts), cap) / cap
+
+
+def band_pays(solve_rate: float | None, low: float, high: float, repeat: bool, derived: bool) -> bool:
+    """Does a problem earn the band's terms (solvability, length)? Its solve rate is in the band; it is no
+    near-duplicate of an archived problem (else the band pays the teacher to repeat what it already wrote, and a
+    repeat earns no novelty either); and its answer is derived from it, where the run requires that (pass True
+    where it does not)."""
+    return in_band(solve_rate, low, high) and not repeat and derived
 
 
 def teacher_format(has_problem: bool, has_answer: bool, has_concepts: bool) -> float:
@@ -111,17 +119,99 @@ def in_band(solve_rate_value: float | None, low: float, high: float) -> bool:
     return solve_rate_value is not None and low <= solve_rate_value <= high and not math.isnan(solve_rate_value)
 
 
-def numbers_in(text: str) -> list[float]:
-    """The numbers written in `text`, in order, without sign ("1,200" is 1200)."""
-    return [float(number) for number in _NUMBER.findall(_THOUSANDS.sub("", text))]
+# ---------------------------------------------------------------- is the answer computed from the problem?
+_WORD_VALUES = {word: value for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())} | {word: 10 * k for k, word in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)} | {"dozen": 12}
+_WORD_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6}
+_WORDS = "|".join(sorted([*_WORD_VALUES, *_WORD_SCALES], key=len, reverse=True))
+# A number as a problem writes it: words ("twenty-five", "a dozen"); digits with thousands grouped by commas or
+# single spaces ("1,200", "2 000"); a decimal, or scientific notation ("1e3"). A minus sign counts only where it
+# cannot be an operator: "5 - 10" states 5 and 10, "-5 degrees" states -5.
+_STATED = re.compile(
+    rf"(?P<words>\b(?:{_WORDS})(?:(?:[\s-]+|\s+and\s+)(?:{_WORDS}))*\b)"
+    r"|(?P<sign>-)?(?P<digits>(?<![\d.])(?:\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"|(?<![\d.])\.\d+)",
+    re.IGNORECASE)
+# An operation no one defined between two numbers ("What is 3 @ 5?"): its answer cannot be computed from it.
+_UNDEFINED_OPERATOR = re.compile(r"\d\s*[@#&|~§¤]\s*\d")
+# Factors a unit change multiplies by (m to cm, hours to minutes, days to hours): an answer that is a stated
+# number changed by one of them restates that number.
+UNIT_FACTORS = (*(Fraction(10) ** k for k in range(1, 7)), Fraction(60), Fraction(3600), Fraction(24))
+
+
+def _words_value(words: str) -> Fraction:
+    """"twenty-five" 25, "one hundred and five" 105, "two thousand" 2000, "a dozen" 12."""
+    total = current = 0
+    for word in re.findall(_WORDS, words.lower()):
+        if word in _WORD_SCALES:
+            current = max(current, 1) * _WORD_SCALES[word]
+            if _WORD_SCALES[word] >= 1000:
+                total, current = total + current, 0
+        else:
+            current += _WORD_VALUES[word]
+    return Fraction(total + current)
+
+
+def numbers_stated(text: str) -> list[Fraction]:
+    """The numbers a problem states, in order: words and digits, "1,200" and "2 000" as 1200 and 2000, "1e3" as
+    1000, a leading minus only where it is a sign. A fraction "3/4" states 3 and 4: dividing is an operation."""
+    numbers = []
+    for match in _STATED.finditer(text):
+        if match["words"]:
+            numbers.append(_words_value(match["words"]))
+            continue
+        value = Fraction(re.sub(r"[, ]", "", match["digits"]).lower())
+        before = text[: match.start()].rstrip()
+        is_sign = match["sign"] and (not before or before[-1] not in "0123456789)}]")
+        numbers.append(-value if is_sign else value)
+    return numbers
+
+
+_FRACTION = re.compile(r"(-?)\\d?frac\{(-?\d+)\}\{(-?\d+)\}")
+
+
+def answer_value(answer: str) -> Fraction | None:
+    """The number an answer states, read as math-verify reads one ("1/2" = "0.5" = "\\frac{1}{2}", "1,000" =
+    "1000", "-5", "25\\%" = 25, "12 apples" = 12, "twelve" = 12; after an "=", its right side), or None when it is
+    no single number (an expression, a word, nothing)."""
+    text = answer.strip()
+    while (inner := re.fullmatch(r"\\(?:boxed|text|mathrm|textbf)\{(.*)\}", text, re.DOTALL)) is not None:
+        text = inner[1].strip()
+    text = text.rsplit("=", 1)[-1].strip().strip("$").replace("\\%", "").replace("%", "").replace("\\$", "")
+    text = re.sub(r"\\[,!; ]", "", text).strip()
+    if (fraction := _FRACTION.fullmatch(text)) is not None:
+        value = Fraction(int(fraction[2]), int(fraction[3])) if int(fraction[3]) else None
+        return -value if value is not None and fraction[1] else value
+    if (ratio := re.fullmatch(r"(-?\d+)\s*/\s*(-?\d+)", text)) is not None:
+        return Fraction(int(ratio[1]), int(ratio[2])) if int(ratio[2]) else None
+    if re.fullmatch(rf"(?:{_WORDS})(?:[\s-]+(?:and\s+)?(?:{_WORDS}))*", text, re.IGNORECASE):
+        return _words_value(text)
+    # a number, then at most a unit in words ("12 apples", "4.0m", "5pencils")
+    number = re.fullmatch(r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?|-?\.\d+)(?:\s*[a-zA-Z]+\.?)?",
+                          text)
+    return Fraction(number[1].replace(",", "").lower()) if number else None
 
 
 def answer_derived(problem: str, answer: str | None) -> bool:
-    """Is the answer computed from the problem? The problem states two or more distinct numbers and the
-    answer's value (its last number) is none of them. It rejects what a small teacher writes most once its
+    """Is the answer computed from the problem? The problem states two or more distinct numbers, defines every
+    operation it writes between numbers, and the answer is none of its numbers, nor one of them in another unit
+    (times a power of ten, 60, 3600 or 24 that the problem does not state). An answer that is no single number
+    (an expression, "x + 3") is derived when it has a digit and the problem does not contain it. Numbers are read
+    as values on both sides ("twelve", "1,200", "2 000", "1e3", "-5", "1/2"), so neither a restated answer nor a
+    legitimate negative or fractional result is misread. It rejects what a small teacher writes most once its
     problems are in the band: problems that state their own answer ("The wall is 20 meters long. How many meters
-    is the wall?", answer 20), or give one number to compute from. An answer without a number is not derived:
-    the rule is for arithmetic word problems."""
-    values = numbers_in(answer or "")
-    stated = set(numbers_in(problem))
-    return bool(values) and len(stated) >= 2 and values[-1] not in stated
+    is the wall?", answer 20), or give one number to compute from. The rule is for arithmetic word problems."""
+    if not answer or _UNDEFINED_OPERATOR.search(problem):
+        return False
+    stated = set(numbers_stated(problem))
+    if len(stated) < 2:
+        return False
+    value = answer_value(answer)
+    if value is None:
+        compact = re.sub(r"\s+", "", answer).lower()
+        return bool(re.search(r"\d", answer)) and compact not in re.sub(r"\s+", "", problem).lower()
+    restated = {number * factor for number in stated for factor in UNIT_FACTORS if factor not in stated}
+    restated |= {number / factor for number in stated for factor in UNIT_FACTORS if factor not in stated}
+    return value not in stated and value not in restated

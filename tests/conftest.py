@@ -26,12 +26,14 @@ TINY = dict(
 )
 
 
-def completion_logprobs(model, prompt_ids, completion_ids, temperature=1.0) -> torch.Tensor:
-    """The trainer's log-probability of each completion token under logits / temperature (one forward pass)."""
-    ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
-    return torch.log_softmax(logits, -1).gather(1, torch.tensor(list(completion_ids))[:, None])[:, 0]
+def trainer_logprobs(model, sample, temperature=1.0) -> torch.Tensor:
+    """The trainer's own log-probability of each completion token of `sample` at `temperature`: the path the loss
+    takes (`Updater.trainer_logprobs`), which the samplers' recorded log-probs must match."""
+    from selfplay.train.updater import TrainRow, Updater
+
+    updater = Updater(model, SelfPlayConfig(temperature=temperature), pad_token_id=0)
+    row = TrainRow(sample.prompt_ids, sample.completion_ids, 0.0, "student", [0.0] * len(sample.completion_ids))
+    return torch.tensor(updater.trainer_logprobs([row])[0])
 
 
 @pytest.fixture

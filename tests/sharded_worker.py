@@ -1,6 +1,7 @@
-"""Run by test_distributed.py as each of two processes launched with a sharding accelerate config
-(experiments/accelerate/fsdp2.yaml or deepspeed.yaml): one optimizer step of the real `Updater` on a tiny model
-sharded by FSDP2 or partitioned by ZeRO-3, against the same step taken by one process on the whole model, writing
+"""Run by test_distributed.py as each of two processes launched with an accelerate config (experiments/accelerate/
+ddp.yaml, fsdp2.yaml or deepspeed.yaml): one optimizer step of the real `Updater` on a tiny model, whole on each
+rank (DDP: each rank's gradients summed), sharded by FSDP2 or partitioned by ZeRO-3, against the same step taken
+by one process on the whole model, writing
 what this rank saw to <folder>/rank-<r>.json (the folder is the first argument), for full fine-tuning and LoRA.
 
 Three rows at one row per micro-batch deal two micro-batches to rank 0 and one to rank 1, so the step only
@@ -54,6 +55,12 @@ def step_both_ways(ranks: Ranks, lora: bool) -> dict:
     # The optimizer state a checkpoint holds: whole and per parameter, as one process holds it.
     saved = sharded_updater.state_dict()["optimizer"]
     alone_state = copy.deepcopy(alone_updater.state_dict())
+    # Compared now: the resume below steps an optimizer that may hold `alone_state`'s own tensors (torch loads a
+    # state without copying what is already in place).
+    saved_moments_difference = max((float((saved["state"][i][key] - state[key]).abs().max())
+                                    for i, state in alone_state["optimizer"]["state"].items()
+                                    for key in ("exp_avg", "exp_avg_sq")), default=None) if saved else None
+    saved_steps = sorted({float(state["step"]) for state in saved["state"].values()}) if saved else None
     # A resume on the sharded engine from the one-process state, then one more step both ways: the same step only
     # if every moment, step count and learning rate was restored.
     resumed_model = ranks.shard(copy.deepcopy(whole_model))
@@ -70,10 +77,8 @@ def step_both_ways(ranks: Ranks, lora: bool) -> dict:
         "loss": [sharded["loss"], alone["loss"]],
         "largest_difference": max(float((pushed[name] - moved[name]).abs().max()) for name in moved),
         "largest_move": max(float((moved[name] - start[name]).abs().max()) for name in moved),
-        "saved_moments_difference": max((float((saved["state"][i][key] - state[key]).abs().max())
-                                         for i, state in alone_state["optimizer"]["state"].items()
-                                         for key in ("exp_avg", "exp_avg_sq")), default=None) if saved else None,
-        "saved_steps": sorted({float(state["step"]) for state in saved["state"].values()}) if saved else None,
+        "saved_moments_difference": saved_moments_difference,
+        "saved_steps": saved_steps,
         "resumed_difference": max(float((resumed[name] - moved_again[name]).abs().max()) for name in moved),
         "second_move": max(float((moved_again[name] - moved[name]).abs().max()) for name in moved),
         "nan_skipped": nan_step["skipped_steps"],
@@ -84,7 +89,7 @@ def step_both_ways(ranks: Ranks, lora: bool) -> dict:
 # The models live in the function: gone before the group is destroyed (see Ranks.close)
 ranks = Ranks()
 try:
-    assert ranks.sharded, "launch with experiments/accelerate/fsdp2.yaml or deepspeed.yaml"
+    assert ranks.world == 2, "launch two processes"
     if ranks.deepspeed:  # ZeRO-3 keeps parameters under 100,000 elements whole: partition the tiny model's too
         ranks.deepspeed["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     seen = {kind: step_both_ways(ranks, lora=kind == "lora") for kind in ("full", "lora")}

@@ -66,3 +66,17 @@ def test_engine_dtype_auto_is_bfloat16_only_where_the_hardware_computes_in_it():
     assert pick_engine_dtype("auto", on_gpu=False, cpu_computes_bf16=False) == "float32"  # emulated bf16 is slower
     assert pick_engine_dtype("bfloat16", on_gpu=False, cpu_computes_bf16=False) == "bfloat16"  # a choice is kept
     assert pick_engine_dtype("float16", on_gpu=True, cpu_computes_bf16=True) == "float16"
+
+
+def test_the_reference_recipe_trains_the_reference_batch_per_optimizer_step():
+    """OpenSIR per optimizer step: 4 seeds x 8 samples per process per micro-step, 8 accumulation rounds, 2
+    processes: 512 teacher completions, up to 4,096 student solutions, 128 teacher + 128 student rows trained."""
+    path = Path(__file__).parent.parent / "experiments/opensir-llama3b.yaml"
+    config = SelfPlayConfig(**read_yaml_config(path))
+    assert config.per_update() == {"teacher_completions": 512, "student_solutions": 4096, "teacher_rows": 128,
+                                   "student_rows": 128}
+    world = 2  # the world size the file names
+    assert "2 training\n# processes" in path.read_text()
+    per_gpu_round = {key: value // world // config.rounds_per_update for key, value in config.per_update().items()}
+    assert per_gpu_round == {"teacher_completions": 32, "student_solutions": 256, "teacher_rows": 8, "student_rows": 8}
+    assert (config.learning_rate, config.warmup_steps, config.max_grad_norm) == (3e-7, 25, 0.5)

@@ -38,8 +38,10 @@ def test_collectives_split_gather_sum_and_catch_divergence(tmp_path):
     assert seen[0]["agreed"] == seen[1]["agreed"]
 
 
-@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed", "deepspeed-offload"])
-def test_a_sharded_step_equals_the_one_process_step_with_uneven_micro_batches(tmp_path, engine):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "deepspeed", "deepspeed-offload"])
+def test_a_two_process_step_equals_the_one_process_step_with_uneven_micro_batches(tmp_path, engine):
+    """Each rank's loss is its part of the full-batch loss (normalised by the whole batch's tokens, not its own),
+    and the gradients are summed: the step is the one-process step, whole (DDP) or sharded."""
     worker = Path(__file__).with_name("sharded_worker.py")
     launch_config = ROOT / f"experiments/accelerate/{engine.removesuffix('-offload')}.yaml"
     if engine.endswith("-offload"):  # the optimizer state in CPU memory, stepped there

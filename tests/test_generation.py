@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from selfplay.policy import Sampling, TransformersBackend, load_policy, render_chat
-from tests.conftest import completion_logprobs
+from tests.conftest import trainer_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
 
@@ -17,10 +17,6 @@ def policy():
 
 def chat(tokenizer, text):
     return render_chat(tokenizer, [{"role": "user", "content": text}])
-
-
-def trainer_logprobs(model, sample, temperature):
-    return completion_logprobs(model, sample.prompt_ids, sample.completion_ids, temperature)
 
 
 def test_groups_follow_prompt_order_and_completions_stop_at_eos(policy):

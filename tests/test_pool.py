@@ -121,21 +121,25 @@ def test_pool_files_reload_to_the_same_members(tmp_path):
         Pool(archive).sample(np.random.default_rng(0), 1)
 
 
-def test_eligibility_by_admission_mode():
+@pytest.mark.parametrize("requires_derived", [False, True])
+def test_eligibility_by_admission_mode(requires_derived):
     from selfplay.curriculum.pool import eligible
 
-    derived, stated = ("Ann has 3 boxes of 4 pens. How many pens?", "12"), ("The wall is 20 m long. And 3 m high. "
-                                                                           "How long is it?", "20")
-    assert eligible(True, 0.0, "valid", 0.5, 0.9, *stated) and eligible(True, None, "valid", 0.5, 0.9, *stated)
-    assert not eligible(False, 0.7, "valid", 0.5, 0.9, *derived)
-    assert eligible(True, 0.5, "in_band", 0.5, 0.9, *stated) and eligible(True, 0.9, "in_band", 0.5, 0.9, *stated)
-    assert not eligible(True, 0.25, "in_band", 0.5, 0.9, *derived)
-    assert not eligible(True, None, "in_band", 0.5, 0.9, *derived)
-    assert not eligible(False, 0.7, "in_band", 0.5, 0.9, *derived)
-    assert eligible(True, 0.7, "in_band_derived", 0.5, 0.9, *derived)
-    assert not eligible(True, 0.7, "in_band_derived", 0.5, 0.9, *stated)
-    assert not eligible(True, 0.25, "in_band_derived", 0.5, 0.9, *derived)
-    assert not eligible(False, 0.7, "in_band_derived", 0.5, 0.9, *derived)
+    def admits(valid, solve_rate, admission, derived):
+        return eligible(valid, solve_rate, admission, 0.5, 0.9, derived, requires_derived)
+
+    assert admits(True, 0.0, "valid", False) and admits(True, None, "valid", False)
+    assert not admits(False, 0.7, "valid", True)
+    # where the reward requires a derived answer, 'in_band' agrees with it: no problem the band does not pay for
+    assert admits(True, 0.5, "in_band", False) is admits(True, 0.9, "in_band", False) is (not requires_derived)
+    assert admits(True, 0.5, "in_band", True) and admits(True, 0.9, "in_band", True)
+    assert not admits(True, 0.25, "in_band", True)
+    assert not admits(True, None, "in_band", True)
+    assert not admits(False, 0.7, "in_band", True)
+    assert admits(True, 0.7, "in_band_derived", True)
+    assert not admits(True, 0.7, "in_band_derived", False)
+    assert not admits(True, 0.25, "in_band_derived", True)
+    assert not admits(False, 0.7, "in_band_derived", True)
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])

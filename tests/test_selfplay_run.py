@@ -38,8 +38,9 @@ def test_two_steps_then_resume_continues_at_step_three(tiny_config, backend):
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
         assert METRIC_FIELDS <= set(m), METRIC_FIELDS - set(m)
+        assert ("time/sync" in m) == (m["update/rows"] > 0)  # the sampler takes the weights after each update only
         if m["update/rows"]:
-            assert m["time/sync"] >= 0 and 0 <= m["update/is_truncated_fraction"] <= 1
+            assert m["update/lr"] == config.learning_rate  # the constant schedule's rate, the one the update used
             # the transformers backend samples from the trainer itself; vLLM (bf16 here) only approximately
             assert m["update/sampler_trainer_logprob_gap"] < (1e-4 if backend == "transformers" else 0.2)
         assert 0.0 <= m["teacher/valid_fraction"] <= 1.0 and m["pool/size"] >= 1
@@ -92,3 +93,21 @@ def test_three_steps_in_program_mode(tiny_config):
     for c in curriculum:
         if c["valid"]:
             assert c["teacher_answer"] and len(c["teacher_answer"]) <= 200
+
+
+def test_rounds_accumulate_into_one_optimizer_step_and_grow_the_archive_between_them(tiny_config):
+    """rounds_per_update 2: each step plays two generation rounds (the reference's accumulation) and updates once;
+    every round's valid problems are archived before the next round measures novelty against the archive."""
+    run_dir = run(tiny_config(max_steps=2, rounds_per_update=2), progress=False)
+    metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
+    curriculum = list(read_jsonl(run_dir / "curriculum.jsonl"))
+    assert [(c["step"], c["round"]) for c in curriculum] == [(s, r) for s in (1, 2) for r in (0, 1) for _ in range(6)]
+    seeds = metrics[0]["archive/size"] - sum(c["valid"] for c in curriculum if c["step"] == 1)
+    for m in metrics:
+        assert m["archive/size"] == seeds + sum(c["valid"] for c in curriculum if c["step"] <= m["step"])
+    # every valid problem was measured against the archive as its round found it
+    assert all(c["nearest_archived"] is not None for c in curriculum if c["valid"])
+    optimizer = torch.load(run_dir / "checkpoints/step-2/trainer.pt", weights_only=False)["optimizer"]
+    steps_taken = {float(state["step"]) for state in optimizer["state"].values()}
+    assert steps_taken == {float(sum(m["update/rows"] > 0 for m in metrics))}  # one optimizer step per step at most
+    assert any(m["update/rows"] for m in metrics)

@@ -100,6 +100,50 @@ def test_solvability_requires_derived_withholds_the_band_from_a_problem_that_sta
     assert batch[0].reward > batch[1].reward
 
 
+def test_under_the_derived_rule_a_problem_that_states_its_answer_trains_no_student(tokenizer):
+    """Its students would be paid for copying the stated number (advantages of about +-0.7)."""
+    derived = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    stated = "<problem>Ann has 12 apples and 3 bags. How many apples?</problem>"
+    batch = [candidate(tokenizer, k, text, [("12", True), ("7", False)], 0.5, 0.4)
+             for k, text in enumerate((derived, stated))]
+    for c in batch:
+        c.reference = "12"
+    trained = {}
+    for rule in (False, True):
+        selfplay = step(tokenizer, solvability_requires_derived=rule)
+        selfplay.score(batch)
+        trained[rule] = [r.completion_ids for r in selfplay.training_rows(batch).rows if r.role == "student"]
+    every = [s.sample.completion_ids for c in batch for s in c.solutions]
+    assert trained[False] == every and trained[True] == every[:2]
+
+
+def test_a_repeat_of_an_archived_problem_earns_no_band_and_no_novelty(tokenizer):
+    """A verbatim repeat of an in-band problem already archived earned 0.955 against 1.068 for a new one."""
+    text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    new, repeat = (candidate(tokenizer, k, text, [("12", True), ("7", False)], 0.5, 0.3) for k in (0, 1))
+    new.nearest, repeat.nearest = 0.62, 1.0  # the cosine to the nearest archived problem
+    selfplay = step(tokenizer, w_length=1.0)
+    selfplay.score([new, repeat])
+    assert new.terms.solvability > 0 and new.terms.novelty == 0.3 and new.terms.length > 0
+    assert (repeat.terms.solvability, repeat.terms.novelty, repeat.terms.length) == (0.0, 0.0, 0.0)
+    assert repeat.reward == pytest.approx(0.1 * repeat.terms.format) and repeat.reward < new.reward
+    selfplay.archive = Archive(4)
+    selfplay.pool = Pool(selfplay.archive)
+    metrics = selfplay.step_metrics([new, repeat], selfplay.training_rows([new, repeat]), {})
+    assert metrics["teacher/in_band_fraction"] == 0.5 and metrics["teacher/repeat_fraction"] == 0.5
+
+
+def test_the_length_term_measures_the_students_solutions_and_only_in_the_band(tokenizer):
+    text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    in_band = candidate(tokenizer, 0, text, [("12", True), ("7", False)], 0.5, 0.3)
+    out_of_band = candidate(tokenizer, 0, text, [("12", True), ("12", True)], 1.0, 0.3)
+    step(tokenizer, w_length=1.0, length_cap=20).score([in_band, out_of_band])
+    student_tokens = [len(s.sample.completion_ids) for s in in_band.solutions]
+    assert len(in_band.sample.completion_ids) != sum(student_tokens) / 2  # the teacher's own length differs
+    assert in_band.terms.length == pytest.approx(sum(student_tokens) / 2 / 20)
+    assert out_of_band.terms.length == 0.0  # any answer used to be enough (up to 1.0 for one answer in eight)
+
+
 def test_seed_share_sets_how_many_teacher_prompts_show_a_seed(tokenizer):
     archive = Archive(4)
     archive.add(np.eye(4, dtype=np.float32).repeat(6, axis=0))

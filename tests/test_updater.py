@@ -5,8 +5,10 @@ import torch
 
 from selfplay.config import SelfPlayConfig
 from selfplay.policy import load_policy
-from selfplay.train.updater import TrainRow, Updater, add_lora, role_token_weights
-from tests.conftest import completion_logprobs
+from selfplay.policy import Sample, TransformersBackend, render_chat
+from selfplay.train.loss import row_weights
+from selfplay.train.updater import TrainRow, Updater, add_lora
+from tests.conftest import trainer_logprobs
 
 pytestmark = pytest.mark.slow  # loads the embedded policy
 
@@ -17,7 +19,7 @@ def policy():
 
 
 def token_logprobs(model, prompt, completion) -> list[float]:
-    return completion_logprobs(model, prompt, completion).tolist()
+    return trainer_logprobs(model, Sample(prompt, completion, "", [], True)).tolist()
 
 
 def rows(model, tokenizer):
@@ -75,7 +77,8 @@ def test_masked_tokens_stay_out_of_the_loss_and_of_the_role_token_count(policy):
     assert batch.start == len(masked.prompt_ids) - 1
     assert completion[0, : len(mask)].tolist() == [float(m) for m in mask]
     assert completion[0].sum() == sum(mask) and completion[1].sum() == len(good.completion_ids)
-    assert role_token_weights([masked, good]) == [1 / (2 * sum(mask)), 1 / (2 * len(good.completion_ids))]
+    assert row_weights(["teacher", "student"], [masked.trained_tokens, good.trained_tokens], "dapo", {}) == [
+        1 / (2 * sum(mask)), 1 / (2 * len(good.completion_ids))]
 
 
 def changed_fraction(before: torch.Tensor, after: torch.Tensor) -> float:
@@ -111,6 +114,81 @@ def test_a_non_finite_gradient_skips_the_optimizer_step_and_leaves_the_weights_a
     stats = updater.step(poisoned)
     assert stats["skipped_steps"] == 1 and math.isnan(stats["grad_norm"])
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
-    assert not updater.optimizer.state and updater.scheduler.last_epoch == 0  # no moments, no schedule step
+    assert not updater.optimizer.state  # no moments
+    assert updater.scheduler.last_epoch == 1  # the schedule follows the run's steps, skipped or not
     assert updater.step(rows(model, tokenizer))["skipped_steps"] == 0  # the next clean batch trains as usual
     assert any(not torch.equal(before[k], v) for k, v in model.named_parameters())
+
+
+def test_the_trainer_scores_tokens_at_the_sampling_temperature(policy):
+    """The recipe samples at 0.7: rows sampled there must meet a trainer whose log-probs are taken at 0.7 too,
+    or every ratio is off (the gap would be the difference between two temperatures' distributions)."""
+    import copy
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    torch.manual_seed(0)
+    prompt = render_chat(tokenizer, [{"role": "user", "content": "Count to five."}])
+    samples = TransformersBackend(model, tokenizer, 0.7, 1.0, 4).generate([prompt], 3, 16)[0]
+    batch = [TrainRow(s.prompt_ids, s.completion_ids, a, "student", s.logprobs) for s, a in zip(samples, (1, -1, 0.5))]
+    at_sampling = Updater(model, SelfPlayConfig(temperature=0.7, learning_rate=1e-9), tokenizer.pad_token_id)
+    assert at_sampling.step(batch)["sampler_trainer_logprob_gap"] < 1e-4
+    at_one = Updater(model, SelfPlayConfig(temperature=1.0, learning_rate=1e-9), tokenizer.pad_token_id)
+    assert at_one.step(batch)["sampler_trainer_logprob_gap"] > 0.05
+
+
+def tiny_model(kind: str, dropout: float):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":  # dropout as nn.Dropout modules
+        config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=64,
+                                      resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    else:  # Llama's attention dropout, a float its attention reads while training
+        config = AutoConfig.for_model("llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=64,
+                                      attention_dropout=dropout)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_a_model_with_dropout_trains_without_it(kind):
+    """pi_old and the sampler have no dropout; a loss computed with it saw a ratio far from 1 on the first pass."""
+    model = tiny_model(kind, 0.3)
+    generator = torch.Generator().manual_seed(1)
+    rows = [TrainRow(torch.randint(1, 64, (6,), generator=generator).tolist(),
+                     torch.randint(1, 64, (8,), generator=generator).tolist(), a, "student", [0.0] * 8)
+            for a in (1.0, -1.0)]
+    model.eval()
+    sampler = Updater(model, SelfPlayConfig(), 0).trainer_logprobs(rows)  # eval mode, as a sampler computes
+    rows = [TrainRow(r.prompt_ids, r.completion_ids, r.advantage, r.role, lp) for r, lp in zip(rows, sampler)]
+    stats = Updater(model, SelfPlayConfig(learning_rate=1e-9, train_micro_batch_size=2), 0).step(rows)
+    assert stats["sampler_trainer_logprob_gap"] < 1e-5  # the loss's forward pass (train mode) saw no dropout
+
+
+def test_logged_statistics_are_token_means_of_the_whole_batch_whatever_the_micro_batch(policy):
+    import copy
+
+    model, tokenizer = policy
+    batch = rows(model, tokenizer)
+    seen = []
+    for micro_batch in (1, 3):
+        config = SelfPlayConfig(lora=True, learning_rate=5e-3, kl_beta=0.1, updates_per_step=2,
+                                train_micro_batch_size=micro_batch, max_grad_norm=10.0)
+        torch.manual_seed(0)
+        seen.append(Updater(add_lora(copy.deepcopy(model), config), config, tokenizer.pad_token_id).step(batch))
+    for key in ("kl", "clip_fraction", "sampler_trainer_logprob_gap", "loss", "grad_norm"):
+        assert seen[0][key] == pytest.approx(seen[1][key], rel=1e-4, abs=1e-5), key  # padding: 4e-6
+    assert seen[0]["kl"] > 0 and seen[0]["clip_fraction"] > 0  # the second pass moved: the test measures something
+
+
+def test_the_logged_learning_rate_is_the_one_the_update_used_and_the_schedule_follows_every_step(policy):
+    import copy
+
+    model, tokenizer = copy.deepcopy(policy[0]), policy[1]
+    config = SelfPlayConfig(learning_rate=1e-3, lr_schedule="linear", warmup_steps=2, max_steps=6, lora=True)
+    updater = Updater(add_lora(model, config), config, tokenizer.pad_token_id)
+    batch = rows(updater.model, tokenizer)
+    logged = [updater.step(batch)["lr"]]  # warm-up: 0, then 0.5e-3
+    updater.skip()  # a step without rows: the schedule still moves on
+    logged.append(updater.step(batch)["lr"])
+    assert logged == pytest.approx([0.0, 1e-3 * (6 - 2) / (6 - 2)])

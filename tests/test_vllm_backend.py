@@ -11,7 +11,7 @@ import torch
 from selfplay.config import GenerationSettings, SelfPlayConfig
 from selfplay.policy import Sampling, TransformersBackend, WeightSyncError, load_policy, render_chat, resolve_model
 from selfplay.train.updater import add_lora
-from tests.conftest import completion_logprobs
+from tests.conftest import trainer_logprobs
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,10 +52,6 @@ def greedy_transformers(model, tokenizer, max_new_tokens=24):
 def greedy_vllm(engine, tokenizer, max_new_tokens=24):
     """Greedy through the per-call override: the engine itself samples at temperature 0.7."""
     return [g[0] for g in engine.generate(prompts(tokenizer), 1, max_new_tokens, Sampling(0.0, 1.0))]
-
-
-def trainer_logprobs(model, sample, temperature=1.0):
-    return completion_logprobs(model, sample.prompt_ids, sample.completion_ids, temperature)
 
 
 def test_samples_have_the_fields_and_shapes_of_the_transformers_backend(engine, policy):

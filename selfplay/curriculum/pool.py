@@ -17,7 +17,7 @@ import numpy as np
 
 from selfplay.errors import SelfPlayError
 from selfplay.novelty import Archive, not_near_duplicates
-from selfplay.rewards import answer_derived, in_band
+from selfplay.rewards import in_band
 
 POOL_FILE = "pool.jsonl"
 EVICT_TO = 0.9  # evict down to 90% of the bound, so eviction happens once per 10% of growth, not every step
@@ -28,14 +28,17 @@ class PoolError(SelfPlayError):
 
 
 def eligible(valid: bool, solve_rate: float | None, admission: str, band_low: float, band_high: float,
-             problem: str, answer: str | None) -> bool:
+             derived: bool, requires_derived: bool) -> bool:
     """May a new problem enter the pool? `admission` 'valid': every valid problem; 'in_band': only those whose
     solve rate lands in the band (a data gate against collapse); 'in_band_derived': those in the band whose
-    reference answer is also derived from the problem's numbers (a gate against problems that state their
-    answer, which a majority of students agree on without computing anything)."""
+    reference answer is also derived from the problem (`rewards.answer_derived`: a gate against problems that
+    state their answer, which a majority of students agree on without computing anything). Where the run's
+    reward requires a derived answer (`requires_derived`), 'in_band' requires it too: the pool admits no problem
+    the band would not pay for."""
     if not valid or admission == "valid":
         return valid
-    return in_band(solve_rate, band_low, band_high) and (admission == "in_band" or answer_derived(problem, answer))
+    return in_band(solve_rate, band_low, band_high) and (
+        derived or (admission == "in_band" and not requires_derived))
 
 
 class Pool:

@@ -49,5 +49,12 @@ def novelty_scores(candidates: np.ndarray, archive: Archive, top_k: int) -> list
     return [novelty(sims, top_k) for sims in neighbour_similarities(candidates, archive, top_k)]
 
 
-__all__ = ["Archive", "Embedder", "is_near_duplicate", "neighbour_similarities", "not_near_duplicates",
-           "novelty_scores"]
+def nearest_archived(candidates: np.ndarray, archive: Archive) -> list[float]:
+    """Each candidate's cosine to its nearest archived problem (-1 with an empty archive): a near-duplicate
+    (`is_near_duplicate`) is a repeat of what the teacher already wrote, whatever its top-k novelty says."""
+    sims, ids = archive.search(candidates, 1, ef_search=EF_NEAR_DUPLICATE)
+    return [float(sims[i, 0]) if sims.shape[1] and ids[i, 0] >= 0 else -1.0 for i in range(len(candidates))]
+
+
+__all__ = ["Archive", "Embedder", "is_near_duplicate", "nearest_archived", "neighbour_similarities",
+           "not_near_duplicates", "novelty_scores"]

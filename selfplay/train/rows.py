@@ -27,6 +27,7 @@ class Scored:
     sampler_logprobs: list[float]
     reward: float
     loss_mask: list[bool] | None = None  # per completion token; None: every token is trained
+    finished: bool = True  # ended with end-of-sequence (False: cut at the token limit)
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,16 @@ def teacher_group_scores(problem_scores: dict[Hashable, float], problem_groups: 
 
 
 def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
-              chosen: set[Hashable] | None = None) -> tuple[list[TrainRow], int]:
+              chosen: set[Hashable] | None = None, mask_truncated: bool = False) -> tuple[list[TrainRow], int]:
     """Rows of one role with group-normalised advantages; zero-variance groups (and, when `chosen` is given,
-    groups outside it) are dropped, as are empty completions. Returns (rows, groups kept)."""
+    groups outside it) are dropped, as are empty completions. With `mask_truncated`, a completion cut at its
+    token limit stays a row (its group's baseline and the loss's row counts include it) with no token trained.
+    Returns (rows, groups kept)."""
     advantages, keep = group_advantages([s.reward for s in scored], [s.group for s in scored], normalize, eps)
     if chosen is not None:
         keep = [k and s.group in chosen for k, s in zip(keep, scored)]
-    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role, s.sampler_logprobs, s.loss_mask)
+    rows = [TrainRow(s.prompt_ids, s.completion_ids, a, role, s.sampler_logprobs,
+                     [False] * len(s.completion_ids) if mask_truncated and not s.finished else s.loss_mask)
             for s, a, k in zip(scored, advantages, keep) if k and s.completion_ids]
     return rows, len({s.group for s, k in zip(scored, keep) if k})
 
@@ -71,8 +75,8 @@ def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: Self
         teacher_scores = teacher_group_scores(problem_scores, problem_groups, [s.group for s in teacher])
         chosen_teacher = selected_groups(teacher, config.teacher_groups_per_step, teacher_scores)
         chosen_student = selected_groups(student, config.student_groups_per_step, problem_scores)
-    norm, eps = config.normalize_advantages, config.advantage_eps
-    teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher) if config.train_teacher \
-        else ([], 0)
-    student_rows, student_groups = role_rows("student", student, norm, eps, chosen_student)
+    norm, eps, masked = config.normalize_advantages, config.advantage_eps, config.mask_truncated_completions
+    teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher, masked) \
+        if config.train_teacher else ([], 0)
+    student_rows, student_groups = role_rows("student", student, norm, eps, chosen_student, masked)
     return StepRows(teacher_rows + student_rows, {"teacher": teacher_groups, "student": student_groups})

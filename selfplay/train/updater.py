@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +13,7 @@ import torch
 from selfplay.config import SelfPlayConfig
 from selfplay.distributed import Ranks, whole
 from selfplay.train import zero3
-from selfplay.train.loss import policy_loss, token_logprobs
+from selfplay.train.loss import TOKEN_SUMS, LossSettings, policy_loss, row_weights, token_logprobs
 from selfplay.train.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,16 @@ class Batch:
     sampler: torch.Tensor  # the sampler's log-probs over the window
 
 
-def role_token_weights(rows: list[TrainRow]) -> list[float]:
-    """Per-row token weight so that each role's loss is its own token mean and the roles count equally:
-    the reference pooled all tokens, so the role with longer completions dominated the update."""
-    tokens: dict[str, int] = {}
-    for row in rows:
-        tokens[row.role] = tokens.get(row.role, 0) + row.trained_tokens
-    return [1.0 / (len(tokens) * max(tokens[row.role], 1)) for row in rows]
+def disable_dropout(model) -> None:
+    """No dropout in the trained policy: the sampler and pi_old have none, so a loss computed with it would see a
+    ratio far from 1 on the first pass (0.05 off at dropout 0.3). Dropout modules get p = 0, and attention layers'
+    own dropout rates (read in their forward while training) 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def add_lora(model, config: SelfPlayConfig):
@@ -73,6 +78,13 @@ class Updater:
                  reference=None, ranks: Ranks | None = None):
         self.model, self.config, self.pad = model, config, pad_token_id
         self.ranks = ranks or Ranks()
+        disable_dropout(model)
+        self.loss_settings = LossSettings(
+            clip_low=config.clip_epsilon, clip_high=config.clip_epsilon_high or config.clip_epsilon,
+            importance_sampling_level=config.importance_sampling_level,
+            sampler_correction=config.importance_sampling_mode, sampler_cap=config.importance_sampling_cap,
+            kl_beta=config.kl_beta)
+        self.max_tokens = {"teacher": config.teacher_max_new_tokens, "student": config.student_max_new_tokens}
         self.precision = Precision(compute_dtype, next(model.parameters()).device)
         self.scaler = self.precision.grad_scaler()
         if config.gradient_checkpointing:
@@ -83,6 +95,8 @@ class Updater:
         # passes go through it, the rest of selfplay keeps using the model (its parameters gathered as needed).
         self.engine = zero3.engine(model, self.optimizer, config, self.ranks) if self.ranks.deepspeed else None
         # Optimizer steps the schedule spans. Fixed by the run's first start: a resume restores it (load_state_dict).
+        # The schedule follows the run's progress: it advances on every step, also one without rows to train on
+        # (`skip`) or whose update was not finite, so that it ends where the run does.
         self.horizon = config.max_steps * config.updates_per_step if config.max_steps else 10**9
         self.scheduler = self._schedule()
         self.is_lora = hasattr(model, "disable_adapter")
@@ -122,6 +136,16 @@ class Updater:
         return token_logprobs(logits[:, :-1], batch.ids[:, batch.start + 1 :], self.config.temperature)
 
     @torch.no_grad()
+    def trainer_logprobs(self, rows: list[TrainRow]) -> list[list[float]]:
+        """The log-probs the loss sees for each row's completion tokens (at the sampling temperature, in the
+        compute dtype): what the sampler's recorded log-probs must match."""
+        batch = self._batch(rows)
+        logprobs = self._logprobs(self.model, batch)
+        # window position t scores token t+1, so a row's completion starts at len(prompt) - 1 - start
+        return [logprobs[i, len(r.prompt_ids) - 1 - batch.start:][: len(r.completion_ids)].tolist()
+                for i, r in enumerate(rows)]
+
+    @torch.no_grad()
     def _frozen_logprobs(self, batch: Batch, reference: bool) -> torch.Tensor:
         if not reference:
             return self._logprobs(self.model, batch)
@@ -132,10 +156,14 @@ class Updater:
 
     def step(self, rows: list[TrainRow]) -> dict[str, float]:
         """Update on `rows` (already filtered to groups with signal, the same on every rank); returns loss
-        statistics over all ranks."""
+        statistics over all ranks: token means over the whole batch, the loss, the gradient norm, and the learning
+        rate the update used."""
         config = self.config
-        rows = sorted(rows, key=lambda r: len(r.prompt_ids) + len(r.completion_ids))
-        weights = role_token_weights(rows)  # over all rows: each rank's loss is its part of the full-batch loss
+        weights = row_weights([r.role for r in rows], [r.trained_tokens for r in rows], config.loss_type,
+                              self.max_tokens)  # over all rows: each rank's loss is its part of the full-batch loss
+        trained = sorted((i for i, r in enumerate(rows) if r.trained_tokens),  # a row with none adds nothing
+                         key=lambda i: len(rows[i].prompt_ids) + len(rows[i].completion_ids))
+        rows, weights = [rows[i] for i in trained], [weights[i] for i in trained]
         mine = rows[self.ranks.rank :: self.ranks.world]  # dealt out in length order, so shares cost alike
         weights = weights[self.ranks.rank :: self.ranks.world]
         size = config.train_micro_batch_size
@@ -154,45 +182,52 @@ class Updater:
         old = [self._frozen_logprobs(batch, False) for batch in batches] if config.updates_per_step > 1 else None
         refs = [self._frozen_logprobs(batch, True) for batch in batches] if config.kl_beta > 0 else None
         self.model.train()
-        averaged = ("clip_fraction", "kl", "sampler_trainer_logprob_gap", "is_truncated_fraction")
-        sums = {"loss": 0.0} | dict.fromkeys(averaged, 0.0)  # this rank's, over its micro-batches and updates
-        grad_norm_sum, skipped = 0.0, 0
+        sums = {"loss": 0.0} | dict.fromkeys(TOKEN_SUMS, 0.0)  # this rank's, over its micro-batches and updates
+        grad_norm_sum, skipped, learning_rate = 0.0, 0, self.scheduler.get_last_lr()[0]
         for _ in range(config.updates_per_step):
             for b, (chunk, batch) in enumerate(zip(chunks, batches)):
                 logprobs = self._logprobs(self.engine or self.model, batch)
                 device = logprobs.device
-                loss, stats = policy_loss(
+                loss, token_sums = policy_loss(
                     logprobs,
                     old[b] if old is not None else logprobs.detach(),
                     torch.tensor([mine[i].advantage for i in chunk], device=device),
                     batch.completion,
                     torch.tensor([weights[i] for i in chunk], device=device).unsqueeze(1),
-                    config.clip_epsilon,
+                    self.loss_settings,
                     refs[b] if refs is not None else None,
-                    config.kl_beta,
                     batch.sampler,
-                    config.importance_sampling_cap,
                 )
                 self._backward(loss * self.ranks.loss_scale, last=b == len(chunks) - 1)
                 if b < real:
                     sums["loss"] += loss.item()
-                    for key in averaged:
-                        sums[key] += stats[key]
+                    for key in TOKEN_SUMS:
+                        sums[key] += token_sums[key]
             grad_norm = self._optimizer_step()
             grad_norm_sum += grad_norm
-            if math.isfinite(grad_norm):
-                self.scheduler.step()
-            else:  # the update was skipped; the schedule waits for a real one
-                skipped += 1
+            skipped += not math.isfinite(grad_norm)
+            self._advance_schedule()
         if skipped:
             log.warning("%d of %d optimizer steps skipped: non-finite gradient norm", skipped, config.updates_per_step)
         self.model.eval()
         n = config.updates_per_step
-        every = self.ranks.gather([(sums, real)])
-        batches_seen = max(sum(count for _, count in every), 1) * n
-        return ({"loss": sum(s["loss"] for s, _ in every) / n, "grad_norm": grad_norm_sum / n}
-                | {key: sum(s[key] for s, _ in every) / batches_seen for key in averaged}
-                | {"lr": self.scheduler.get_last_lr()[0], "skipped_steps": skipped})
+        total = {key: sum(every[key] for every in self.ranks.gather([sums])) for key in sums}
+        tokens = max(total["tokens"], 1.0)
+        return {"loss": total["loss"] / n, "grad_norm": grad_norm_sum / n,
+                "clip_fraction": total["clipped_tokens"] / tokens, "kl": total["kl_sum"] / tokens,
+                "sampler_trainer_logprob_gap": total["sampler_gap_sum"] / tokens,
+                "is_truncated_fraction": total["sampler_corrected_tokens"] / tokens,
+                "lr": learning_rate, "skipped_steps": skipped}
+
+    def skip(self) -> None:
+        """A step without rows to train on: the schedule still advances, as the run's progress does."""
+        for _ in range(self.config.updates_per_step):
+            self._advance_schedule()
+
+    def _advance_schedule(self) -> None:
+        with warnings.catch_warnings():  # torch warns when no optimizer step came first: here that is by design
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler.step()
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         """Gradients of one micro-batch's loss, added to the step's; `last`: the optimizer step's last one."""
@@ -279,4 +314,4 @@ class Updater:
         self.scaler.load_state_dict(state["scaler"])
 
 
-__all__ = ["TrainRow", "Updater", "add_lora", "role_token_weights"]
+__all__ = ["TrainRow", "Updater", "add_lora", "disable_dropout"]
