@@ -1,16 +1,23 @@
-"""Time the cpu-smoke self-play step on both generation backends, in one process, phase by phase.
+"""The self-play step before and after issue 37's changes, and the update alone with each change, in one process.
 
-    python experiments/bench_step.py [--config experiments/cpu-smoke.yaml] [--steps 3] [--warmup 1] [--backends transformers,vllm]
+    python experiments/bench_step.py [--config experiments/cpu-smoke.yaml] [--steps 3] [--warmup 1]
 
-Per backend: a fresh run, `--warmup` steps, then `--steps` measured steps (checkpoint included). The last line
-printed is one JSON object: `<backend>_gen_tokens_per_s` (completion tokens of both roles over generation
-seconds), `backend_speedup` (vllm over transformers), `weight_sync_fraction` (vLLM sync seconds over its step
-seconds), `step_seconds` and `phase_seconds` per backend, `step_speedup`, and `overhead_fraction` per backend
-(time outside generation, forward and backward, over the step; sync counts as overhead).
-Targets on 2 cores: backend_speedup >= 5, weight_sync_fraction < 0.05, step_speedup >= 2.5, overhead < 0.05.
+Three fresh runs of the config on the colocated vLLM backend, each `--warmup` steps then `--steps` measured ones,
+phase by phase: `before` (today's step: float32 compute, every row run whole, generation and training in turn),
+`sync` (bfloat16 where the CPU computes in it, each prompt computed once per micro-batch) and `pipelined` (that,
+plus async_generation: the next step written while this one is judged and trained). Then the update alone, on the
+rows the `sync` run trained (recorded), from the same starting adapter with each change alone and both.
+
+The last line printed is one JSON object: `step_seconds_before` (today's step), `sync_step_seconds` and
+`pipelined_step_seconds` (with the changes), `pipeline_speedup` (sync over pipelined), `step_speedup` (before over
+the faster of the two), `update_seconds_before`, `update_seconds_after`, `update_speedup`, `update_seconds_each`
+(per change alone), `phase_seconds` per run and `threads`. Targets (issue 37): update_speedup >= 2, step_speedup
+>= 2.
 """
 
 import argparse
+import copy
+import dataclasses
 import json
 import tempfile
 import time
@@ -18,39 +25,67 @@ import time
 import torch
 
 from selfplay.config import parse_config
-from selfplay.loop import GENERATION_PHASES, TRAINING_PHASES
+from selfplay.policy.loading import pick_dtype
 from selfplay.runner import build, save_checkpoint
+from selfplay.train.updater import Updater
+
+RUNS = {
+    "before": ["--dtype", "float32", "--shared-prompt", "false", "--async-generation", "false"],
+    "sync": ["--async-generation", "false"],
+    "pipelined": ["--async-generation", "true"],
+}
+UPDATES = {  # the update alone: (compute dtype, shared prompt)
+    "before": ("float32", False),
+    "bfloat16": ("auto", False),
+    "shared_prompt": ("float32", True),
+    "after": ("auto", True),
+}
 
 
-def measure(config_file: str, backend: str, out: str, warmup: int, steps: int, rest: list[str]) -> dict:
-    config = parse_config(config_file, ["--output-dir", out, "--max-steps", "0", "--generation-backend", backend, *rest])
+def measure(config_file: str, out: str, warmup: int, steps: int, flags: list[str], record: list | None) -> dict:
+    config = parse_config(config_file, ["--output-dir", out, "--max-steps", "0", "--generation-backend", "vllm",
+                                        *flags])
     selfplay = build(config, resume=False)
+    if record is not None:  # keep the rows each update trains on, for the update-alone comparison
+        step = selfplay.updater.step
+        selfplay.updater.step = lambda rows: record.append(copy.deepcopy(rows)) or step(rows)
     phases: dict[str, float] = {}
-    tokens = 0
     try:
         for _ in range(warmup):
             selfplay.run_step()
+        if record is not None:
+            record.clear()
+            record.append(copy.deepcopy(selfplay.model.state_dict()))  # the adapter the measured updates start from
         for _ in range(steps):
             metrics = selfplay.run_step()
             start = time.perf_counter()
             save_checkpoint(selfplay)
             metrics["time/checkpoint"] = time.perf_counter() - start
             metrics["time/step"] += metrics["time/checkpoint"]
-            tokens += metrics.get("teacher/completion_tokens", 0) + metrics.get("student/completion_tokens", 0)
             for key, value in metrics.items():
                 if key.startswith("time/"):
                     phases[key[5:]] = phases.get(key[5:], 0.0) + value / steps
     finally:
         selfplay.verifier.close()
         selfplay.backend.close()
-    generation = sum(phases.get(p, 0.0) for p in GENERATION_PHASES)
-    work = generation + sum(phases.get(p, 0.0) for p in TRAINING_PHASES)
-    return {
-        "gen_tokens_per_s": round(tokens / steps / generation, 2),
-        "step_seconds": round(phases["step"], 2),
-        "overhead_fraction": round((phases["step"] - work) / phases["step"], 4),
-        "phase_seconds": {k: round(v, 3) for k, v in sorted(phases.items())},
-    }
+    return {"step_seconds": round(phases["step"], 2), "phase_seconds": {k: round(v, 3) for k, v in sorted(phases.items())},
+            "selfplay": selfplay}
+
+
+def update_seconds(selfplay, start_state: dict, batches: list, dtype: str, shared: bool) -> float:
+    """The recorded updates, replayed from the same adapter with one compute dtype and prompt sharing."""
+    config = dataclasses.replace(selfplay.config, dtype=dtype, shared_prompt=shared)
+    compute = pick_dtype(dtype, selfplay.model.device)
+    model = copy.deepcopy(selfplay.model)
+    model.load_state_dict(start_state)
+    for parameter in model.parameters():  # LoRA: the frozen base in the compute dtype, the adapter in fp32
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(compute)
+    updater = Updater(model, config, selfplay.tokenizer.pad_token_id, compute)
+    start = time.perf_counter()
+    for rows in batches:
+        updater.step(rows)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -58,24 +93,31 @@ def main() -> None:
     parser.add_argument("--config", default="experiments/cpu-smoke.yaml")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--backends", default="transformers,vllm")
     args, rest = parser.parse_known_args()
-    results = {}
+    results, record = {}, []
     with tempfile.TemporaryDirectory() as out:
-        for backend in args.backends.split(","):
-            results[backend] = measure(args.config, backend, f"{out}/{backend}", args.warmup, args.steps, rest)
-            print(backend, json.dumps(results[backend]), flush=True)
-    summary = {"config": args.config, "measured_steps": args.steps, "threads": torch.get_num_threads()}
-    for backend, figures in results.items():
-        summary[f"{backend}_gen_tokens_per_s"] = figures["gen_tokens_per_s"]
-    if {"vllm", "transformers"} <= set(results):
-        vllm, hf = results["vllm"], results["transformers"]
-        summary["backend_speedup"] = round(vllm["gen_tokens_per_s"] / hf["gen_tokens_per_s"], 2)
-        summary["step_speedup"] = round(hf["step_seconds"] / vllm["step_seconds"], 2)
-        summary["weight_sync_fraction"] = round(vllm["phase_seconds"].get("sync", 0.0) / vllm["step_seconds"], 4)
-    summary["step_seconds"] = {b: r["step_seconds"] for b, r in results.items()}
-    summary["overhead_fraction"] = {b: r["overhead_fraction"] for b, r in results.items()}
-    summary["phase_seconds"] = {b: r["phase_seconds"] for b, r in results.items()}
+        for name, flags in RUNS.items():
+            results[name] = measure(args.config, f"{out}/{name}", args.warmup, args.steps, [*flags, *rest],
+                                    record if name == "sync" else None)
+            print(name, json.dumps({k: v for k, v in results[name].items() if k != "selfplay"}), flush=True)
+    start_state, batches = record[0], record[1:]
+    each = {name: round(update_seconds(results["sync"]["selfplay"], start_state, batches, dtype, shared) / len(batches), 2)
+            for name, (dtype, shared) in UPDATES.items()}
+    print("update seconds per step", json.dumps(each), flush=True)
+    seconds = {name: r["step_seconds"] for name, r in results.items()}
+    summary = {
+        "config": args.config, "measured_steps": args.steps, "threads": torch.get_num_threads(),
+        "step_seconds_before": seconds["before"],
+        "sync_step_seconds": seconds["sync"],
+        "pipelined_step_seconds": seconds["pipelined"],
+        "pipeline_speedup": round(seconds["sync"] / seconds["pipelined"], 2),
+        "step_speedup": round(seconds["before"] / min(seconds["sync"], seconds["pipelined"]), 2),
+        "update_seconds_before": each["before"],
+        "update_seconds_after": each["after"],
+        "update_speedup": round(each["before"] / each["after"], 2),
+        "update_seconds_each": each,
+        "phase_seconds": {name: r["phase_seconds"] for name, r in results.items()},
+    }
     print(json.dumps(summary))
 
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfplay import __version__
+from selfplay import __version__, logs
 
 RUN_DESCRIPTION = ("Run self-play. Every config key is a flag (--max-steps 3, --student-samples 8, ...) and a YAML "
                    "key of --config; flags override the file.")
@@ -78,6 +78,31 @@ def _eval(rest: list[str]) -> int:
     return 0
 
 
+def _serve(rest: list[str]) -> int:
+    """`vllm serve` with a run's model and engine settings, where its vllm_server_url says, for
+    generation_backend: vllm-server (the command and its environment: vllm_server.serve_command)."""
+    from urllib.parse import urlparse
+
+    from selfplay.config import SelfPlayConfig, parse_config, settings_parser
+    from selfplay.policy import resolve_model
+    from selfplay.policy.vllm_server import serve_command
+
+    parser = settings_parser(SelfPlayConfig, prog="selfplay serve",
+                             description="Start the vLLM server a run with generation_backend vllm-server uses, "
+                                         "with the run's model and engine settings, at its vllm_server_url.")
+    parser.add_argument("--config", help="the run's YAML config file; flags override its keys")
+    parser.add_argument("--print", action="store_true", help="print the command instead of running it")
+    options, _ = parser.parse_known_args(rest)
+    config = parse_config(options.config, [a for a in rest if a != "--print"], parser)
+    url = urlparse(config.vllm_server_url)
+    argv, environment = serve_command(config, resolve_model(config.model), config.seed, url.hostname or "127.0.0.1",
+                                      url.port or 8000)
+    if options.print:
+        print(" ".join(argv))
+        return 0
+    os.execvpe(argv[0], argv, environment)  # the server takes this process over (signals, exit code)
+
+
 def _export(rest: list[str]) -> int:
     from selfplay.config import settings_parser
     from selfplay.curriculum.export import ExportFilters, ExportTarget, export
@@ -124,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     # These three parse their own flags (see the handlers), --help included.
     for name, handler, summary in ((("run", _run, "run self-play (--help lists every setting)")),
+                                   ("serve", _serve, "start the vLLM server of a run with generation_backend "
+                                                     "vllm-server"),
                                    ("eval", _eval, "evaluate a model (or compare others with it) on benchmarks"),
                                    ("export", _export, "export a run's curriculum as a dataset")):
         commands.add_parser(name, help=summary, add_help=False).set_defaults(own_flags=handler)
@@ -150,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     own_flags = getattr(args, "own_flags", None)
     if rest and own_flags is None:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
     try:
         return own_flags(rest) if own_flags is not None else args.handler(args)
     except SelfPlayError as error:

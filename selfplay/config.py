@@ -37,8 +37,14 @@ class ConfigError(SelfPlayError, ValueError):
 class GenerationSettings:
     """How completions are generated; shared by self-play runs and `selfplay eval`."""
 
-    generation_backend: Literal["auto", "transformers", "vllm"] = field(
-        default="auto", metadata={"help": "Generation engine; auto = vllm when it is installed, else transformers."})
+    generation_backend: Literal["auto", "transformers", "vllm", "vllm-server"] = field(
+        default="auto", metadata={"help": "Generation engine; auto = vllm (colocated in this process) when it is "
+                                          "installed, else transformers; vllm-server = a vLLM server process at "
+                                          "vllm_server_url (`selfplay serve` starts one with the run's settings)."})
+    vllm_server_url: str = field(default="http://127.0.0.1:8000", metadata={
+        "help": "vllm-server: the server's URL (`selfplay serve` listens where it says)."})
+    vllm_server_timeout: float = field(default=300.0, metadata={
+        "help": "vllm-server: seconds to wait for the server to come up, and for a request or a weight push."})
     vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
         default="auto", metadata={"help": "vLLM weights dtype; auto = bfloat16 on GPU and on CPUs that compute in "
                                           "it (AVX512-BF16, AMX), else float32. The trainer keeps its own dtype; the "
@@ -70,7 +76,9 @@ class SelfPlayConfig(GenerationSettings):
     # --- models and data ---
     model: str = field(default="embedded", metadata={"help": "Policy: 'embedded', a hub id or a local folder."})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "Weights dtype; auto = bfloat16 on GPU, float32 on CPU."}
+        default="auto", metadata={"help": "Training compute dtype; auto = bfloat16 where the hardware computes in it "
+                                          "(GPU, AVX512-BF16 or AMX CPU), else float32. Full fine-tuning keeps fp32 "
+                                          "master weights."}
     )
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
     embedder: str = field(default="embedded", metadata={"help": "Sentence-transformers model for novelty."})
@@ -82,6 +90,10 @@ class SelfPlayConfig(GenerationSettings):
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for both roles."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
     generation_batch_size: int = field(default=16, metadata={"help": "Most sequences in one generate call."})
+    async_generation: bool = field(default=False, metadata={
+        "help": "Pipeline: the next step's rounds are written (teacher and students) while this step is judged and "
+                "trained, by weights one optimizer step old; the loss's importance sampling corrects for it. The "
+                "next step's prompts are drawn from the pool before this step's admissions. Needs a vLLM backend."})
 
     # --- teacher ---
     teacher_prompts: int = field(default=4, metadata={"help": "Teacher prompts per step."})
@@ -193,6 +205,10 @@ class SelfPlayConfig(GenerationSettings):
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "Comma-separated."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    shared_prompt: bool = field(default=True, metadata={
+        "help": "The update computes a prompt once for all the rows that share it (a problem's solutions, a teacher "
+                "prompt's samples) and reuses its keys and values; false runs every row whole (as gradient "
+                "checkpointing always does: its recomputation cannot share them)."})
 
     # --- verification ---
     verify_timeout: float = field(default=5.0, metadata={"help": "Wall-clock seconds per answer check."})
@@ -251,6 +267,9 @@ class SelfPlayConfig(GenerationSettings):
         require(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
         require(self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib", "must be positive")
         require(self.vllm_tensor_parallel_size >= 1, "vllm_tensor_parallel_size", "must be >= 1")
+        require(self.vllm_server_timeout > 0, "vllm_server_timeout", "must be positive")
+        require(not self.async_generation or self.generation_backend != "transformers", "async_generation",
+                "needs a vLLM backend: the transformers backend samples from the model being trained")
 
     def per_update(self) -> dict[str, int]:
         """What one optimizer step generates and trains on, over all processes (each generates and trains its

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +102,39 @@ class TeacherPrompt:
 
 
 @dataclass
-class Round:
-    """One generation round of a step: what the teacher was shown, what it wrote, and the rows it gives."""
+class Generated:
+    """A round's teacher prompts and what the policy wrote for them, from every rank: teacher completions parsed
+    (program mode: programs run), echoes rejected, the students' solutions. All a round needs from the sampler."""
 
     prompts: list[TeacherPrompt]
     candidates: list[Candidate]
+    sampler_version: int  # optimizer updates the sampler's weights had taken
+    seconds: dict[str, float]  # time per generation phase (run beside the previous step when pipelined)
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """The next step's rounds, written in the background (`SelfPlay.generate_ahead`)."""
+
+    prompts: list[list[TeacherPrompt]]  # per round
+    sampler_version: int
+    written: Future  # -> per round, (this rank's candidates, seconds per phase)
+
+
+@dataclass
+class Round:
+    """One generation round of a step: what the teacher was shown, what it wrote, and the rows it gives."""
+
+    generated: Generated
     rows: StepRows
+
+    @property
+    def prompts(self) -> list[TeacherPrompt]:
+        return self.generated.prompts
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return self.generated.candidates
 
     @property
     def valid(self) -> list[Candidate]:
@@ -117,6 +144,10 @@ class Round:
 class PhaseTimer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+
+    def add(self, seconds: dict[str, float]) -> None:
+        for phase, value in seconds.items():
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + value
 
     @contextmanager
     def __call__(self, phase: str):
@@ -148,6 +179,11 @@ class SelfPlay:
     heldout: list = field(default_factory=list)  # benchmark items for in-run evaluation (eval_every > 0)
     step: int = 0
     empty_steps: int = 0
+    updates: int = 0  # optimizer updates applied: the version of the weights, the sampler's once synced
+    sampler_version: int = 0
+    log_file: logging.Handler | None = None  # the run's log file (logs.py), while the run is in this process
+    ahead: Ahead | None = None  # async_generation: the next step's rounds, being written beside this step
+    ready: list[Generated] | None = None  # ... and once written, gathered
 
     # ---------------------------------------------------------------- one step
     def run_step(self) -> dict:
@@ -156,20 +192,34 @@ class SelfPlay:
         step_start, timeouts_before = time.perf_counter(), self.verifier.timeouts
         if not len(self.pool):
             return self.skip_step("the pool is empty")
-        rounds = [self.play_round(k, timer) for k in range(config.rounds_per_update)]
+        if config.async_generation:  # this step's rounds were written beside the last step; the next step's start
+            with timer("generation_wait"):
+                generated = self.ready or [self.generate_round(self.prompt_teacher())
+                                           for _ in range(config.rounds_per_update)]
+            self.ready = None
+            self.generate_ahead()
+            rounds = [self.judge_round(k, g, timer) for k, g in enumerate(generated)]
+        else:  # each round draws from the pool the round before it grew
+            rounds = [self.judge_round(k, self.generate_round(self.prompt_teacher()), timer)
+                      for k in range(config.rounds_per_update)]
         candidates = [c for played in rounds for c in played.candidates]
         rows = StepRows([row for played in rounds for row in played.rows.rows],
                         {role: sum(played.rows.groups_trained[role] for played in rounds)
                          for role in ("teacher", "student")})
-        update_stats = {}
+        update_stats, updates_before = {}, self.updates
         if rows.rows:
             with timer("update"):
                 update_stats = self.updater.step(rows.rows)
-            with timer("sync"):
-                self.backend.sync(self.model)
+            self.updates += 1
         else:
             self.updater.skip()
             log.warning("step %d: every group has zero reward variance; no update", self.step)
+        with timer("generation_wait"):
+            self.gather_ahead()  # the sampler must be idle to take new weights
+        if rows.rows:
+            with timer("sync"):
+                self.backend.sync(self.model)
+            self.sampler_version = self.updates
         digest = None
         if self.ranks.world > 1:
             with timer("ranks_agree"):
@@ -180,12 +230,17 @@ class SelfPlay:
                 heldout = self.evaluate_heldout()
         with timer("log"):
             metrics = self.step_metrics(candidates, rows, update_stats) | heldout
+            metrics["generation/sampler_version"] = min(played.generated.sampler_version for played in rounds)
+            # how many optimizer updates the sampler's weights lagged the trainer's: 0, or 1 when pipelined
+            metrics["generation/staleness"] = updates_before - metrics["generation/sampler_version"]
             metrics["verify/timeouts"] = sum(self.ranks.gather([self.verifier.timeouts - timeouts_before]))
             if digest is not None:
                 metrics["ranks/digest"] = digest
             if self.ranks.is_main:
                 append_jsonl(self.run_dir / CURRICULUM, [self.curriculum_record(c, k) for k, played in
                                                          enumerate(rounds) for c in played.candidates])
+        for played in rounds:
+            timer.add(played.generated.seconds)
         metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
         metrics["time/step"] = time.perf_counter() - step_start
         if self.ranks.is_main:
@@ -194,25 +249,64 @@ class SelfPlay:
         self.check_stalled()
         return metrics
 
-    def play_round(self, k: int, timer: PhaseTimer) -> Round:
-        """One generation round: the phases from the teacher's prompts to the rows, then the pool grows, so the
-        next round draws from it (as the reference's micro-steps do)."""
-        config = self.config
-        with timer("teacher_prompts"):
-            prompts = self.prompt_teacher()
+    def generate_round(self, prompts: list[TeacherPrompt]) -> Generated:
+        """The sampler's part of a round, on this rank's share of the prompts, then gathered from every rank."""
+        timer = PhaseTimer()
+        mine = self.write(prompts, timer)
+        with timer("gather"):
+            candidates = self.ranks.gather(mine)
+        return Generated(prompts, candidates, self.sampler_version, timer.seconds)
+
+    def write(self, prompts: list[TeacherPrompt], timer: PhaseTimer) -> list[Candidate]:
+        """This rank's share of the teacher prompts: completions, parsed (programs run), echoes rejected, the
+        valid problems solved. No collective, so that it can run beside the step before it."""
+        config, share = self.config, self.ranks.share(len(prompts))
         with timer("teacher_generate"):
-            completions = self.ranks.map(lambda mine: self.backend.generate(
-                [p.ids for p in mine], config.teacher_samples, config.teacher_max_new_tokens), prompts)
+            completions = self.backend.generate([prompts[p].ids for p in share], config.teacher_samples,
+                                                config.teacher_max_new_tokens) if share else []
         with timer("parse"):
-            candidates = self.parse(completions, prompts)
+            candidates = self.parse(completions, prompts, share)
             if config.reference_answer == "program":
                 self.run_programs([c for c in candidates if c.valid])
         with timer("echoes"):
             self.reject_echoes([c for c in candidates if c.valid], prompts)
-            valid = [c for c in candidates if c.valid]
+        valid = [c for c in candidates if c.valid]
         if valid:
             with timer("student_generate"):
                 self.solve(valid)
+        return candidates
+
+    def generate_ahead(self) -> None:
+        """Pipelined: the next step's prompts are drawn now, from the pool as it stands before this step's
+        admissions (every round of that step from it), and its rounds are written in the background by the
+        weights of this step's start, while this step is judged and trained: one optimizer step behind."""
+        prompts = [self.prompt_teacher() for _ in range(self.config.rounds_per_update)]
+        worker = ThreadPoolExecutor(max_workers=1)
+
+        def write_all() -> list[tuple[list[Candidate], dict]]:
+            written = []
+            for round_prompts in prompts:
+                timer = PhaseTimer()
+                written.append((self.write(round_prompts, timer), timer.seconds))
+            return written
+
+        self.ahead = Ahead(prompts, self.sampler_version, worker.submit(write_all))
+        worker.shutdown(wait=False)
+
+    def gather_ahead(self) -> None:
+        """Wait for the background rounds and gather them from every rank (a collective: here, not in the thread)."""
+        if self.ahead is None:
+            return
+        ahead, self.ahead = self.ahead, None
+        self.ready = [Generated(prompts, self.ranks.gather(mine), ahead.sampler_version, seconds)
+                      for prompts, (mine, seconds) in zip(ahead.prompts, ahead.written.result())]
+
+    def judge_round(self, k: int, generated: Generated, timer: PhaseTimer) -> Round:
+        """The rest of a round: answers judged, novelty and repeats measured, rewards and rows, then the pool
+        grows, so that the next round draws from it."""
+        candidates = generated.candidates
+        valid = [c for c in candidates if c.valid]
+        if valid:
             with timer("verify"):
                 self.judge(valid)
             with timer("novelty"):
@@ -224,7 +318,7 @@ class SelfPlay:
             rows = self.training_rows(candidates)
         with timer("pool"):
             self.grow_pool(valid)
-        return Round(prompts, candidates, rows)
+        return Round(generated, rows)
 
     # ---------------------------------------------------------------- phases, in step order
     def prompt_teacher(self) -> list[TeacherPrompt]:
@@ -237,13 +331,14 @@ class SelfPlay:
                                          shown_problems(conversation(messages))))
         return prompts
 
-    def parse(self, completions: list[list[Sample]], prompts: list[TeacherPrompt]) -> list[Candidate]:
+    def parse(self, completions: list[list[Sample]], prompts: list[TeacherPrompt], share: range) -> list[Candidate]:
+        """`completions`: those of the prompts `share` (indices into `prompts`)."""
         config = self.config
         return [
             Candidate(p, sample, parse_teacher(sample.text, prompts[p].request, prompts[p].shown,
                                                config.min_problem_chars, config.max_concepts,
                                                **required_blocks(config.reference_answer)))
-            for p, group in enumerate(completions)
+            for p, group in zip(share, completions)
             for sample in group
         ]
 
@@ -252,12 +347,9 @@ class SelfPlay:
         side by side, as many at once as there are verifier workers (each is a process under its own limits)."""
         config = self.config
 
-        def run_side_by_side(mine: list[Candidate]) -> list:
-            with ThreadPoolExecutor(max_workers=config.verify_workers) as workers:
-                return list(workers.map(
-                    lambda c: run_program(c.problem.program, config.program_timeout, config.program_memory_mb), mine))
-
-        results = self.ranks.map(run_side_by_side, candidates)
+        with ThreadPoolExecutor(max_workers=config.verify_workers) as workers:
+            results = list(workers.map(
+                lambda c: run_program(c.problem.program, config.program_timeout, config.program_memory_mb), candidates))
         for c, result in zip(candidates, results):
             c.problem = with_program_output(c.problem, result.answer, result.status)
 
@@ -266,7 +358,7 @@ class SelfPlay:
         if not candidates:
             return
         shown = sorted({text for c in candidates for text in prompts[c.teacher_prompt].shown})
-        vectors = self.embed([c.problem.problem for c in candidates] + shown)
+        vectors = self.embedder.encode([c.problem.problem for c in candidates] + shown)
         problems, shown_vectors = vectors[: len(candidates)], dict(zip(shown, vectors[len(candidates):]))
         for c, vector in zip(candidates, problems):
             similarity = max((float(vector @ shown_vectors[text]) for text in prompts[c.teacher_prompt].shown),
@@ -276,8 +368,7 @@ class SelfPlay:
     def solve(self, candidates: list[Candidate]) -> None:
         prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=c.problem.problem))
                    for c in candidates]
-        groups = self.ranks.map(lambda mine: self.backend.generate(
-            mine, self.config.student_samples, self.config.student_max_new_tokens), prompts)
+        groups = self.backend.generate(prompts, self.config.student_samples, self.config.student_max_new_tokens)
         for c, group in zip(candidates, groups):
             for sample in group:
                 read = read_answer(sample.text)

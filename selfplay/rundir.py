@@ -3,6 +3,7 @@ of a run lives; everything else asks it (so sharded or multi-process checkpoints
 
     run_dir/
       run.json            layout version and run id
+      run.log             every library's log lines of every start (the console shows selfplay's, logs.py)
       config.yaml         the resolved config (replaced on resume only after the restore succeeded)
       metrics.jsonl       one line per step
       curriculum.jsonl    one line per teacher completion
@@ -12,6 +13,8 @@ of a run lives; everything else asks it (so sharded or multi-process checkpoints
         model/ | adapter/ full weights and tokenizer, or the LoRA adapter
         trainer.pt        optimizer and LR schedule
         rng.pt            Python, NumPy and torch RNG states, one set per rank of a multi-process run
+        ahead.pt          async_generation: the next step's rounds, already written (prompts, completions,
+                          solutions), so that a resumed run trains on what the straight run would have
         state.json        written last: a folder without it is incomplete and ignored; it records the length of
                           each file in archive/ at the checkpoint
 
@@ -43,9 +46,9 @@ from selfplay.files import atomic_write, truncate_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
-RUN_INFO, CONFIG, METRICS, CURRICULUM = "run.json", "config.yaml", "metrics.jsonl", "curriculum.jsonl"
+RUN_INFO, CONFIG, METRICS, CURRICULUM, LOG = "run.json", "config.yaml", "metrics.jsonl", "curriculum.jsonl", "run.log"
 CHECKPOINTS = "checkpoints"
-MODEL, ADAPTER, TRAINER, RNG, STATE = "model", "adapter", "trainer.pt", "rng.pt", "state.json"
+MODEL, ADAPTER, TRAINER, RNG, AHEAD, STATE = "model", "adapter", "trainer.pt", "rng.pt", "ahead.pt", "state.json"
 ARCHIVE = "archive"
 
 
@@ -83,6 +86,10 @@ class Checkpoint:
 
     def trainer_state(self) -> dict:
         return self._load(TRAINER)
+
+    def ahead(self):
+        """The next step's rounds written ahead (async_generation), or None."""
+        return self._load(AHEAD) if (self.path / AHEAD).is_file() else None
 
     def restore_rng(self, numpy_rng: np.random.Generator, rank: int, world: int) -> None:
         """This rank's RNG states. `numpy_rng` is the run's shared stream (the same on every rank)."""
@@ -146,11 +153,11 @@ def archive_dir(run_dir: Path) -> Path:
 
 def save_checkpoint(run_dir: Path, step: int, *, model, weights: dict | None = None, tokenizer, lora: bool,
                     trainer_state: dict, rng: list[dict], appended: dict[str, int], state: dict,
-                    keep: int) -> Checkpoint:
+                    keep: int, ahead=None) -> Checkpoint:
     """Write checkpoint `step` (state.json last), rename it into place, and remove those beyond the newest `keep`.
     `weights`: the model's whole state dict when it is sharded, else None. `rng`: `rng_state()` of every rank, in
     rank order. `appended`: the byte length of each file of `archive_dir` that this checkpoint covers (after they
-    were flushed)."""
+    were flushed). `ahead`: the next step's rounds, written ahead (async_generation)."""
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".step-{step}.tmp"
@@ -163,6 +170,8 @@ def save_checkpoint(run_dir: Path, step: int, *, model, weights: dict | None = N
         tokenizer.save_pretrained(staging / MODEL)
     torch.save(trainer_state, staging / TRAINER)
     torch.save(rng, staging / RNG)
+    if ahead is not None:
+        torch.save(ahead, staging / AHEAD)
     write_json(staging / STATE, {**state, "step": step, "format_version": RUN_FORMAT_VERSION, "appended": appended})
     final = folder / f"step-{step}"
     if final.exists():

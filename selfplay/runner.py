@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfplay import rundir
+from selfplay import logs, rundir
 from selfplay.config import ConfigError, SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.curriculum.seeds import load_seeds
@@ -52,7 +52,7 @@ def kl_reference(config: SelfPlayConfig, ranks: Ranks):
 
 def check_sharded(config: SelfPlayConfig) -> None:
     """What a run with sharded weights (FSDP2 or ZeRO-3) needs, checked before any model loads."""
-    if resolve_backend(config.generation_backend) != "vllm":
+    if resolve_backend(config.generation_backend) == "transformers":
         raise ConfigError("the accelerate config shards the weights, and the transformers backend would generate "
                           "from them one forward pass at a time on every rank in step: use generation_backend "
                           "'vllm' (or 'auto' with vllm installed), or experiments/accelerate/ddp.yaml")
@@ -80,6 +80,9 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         sandbox.require()
     if ranks.sharded:
         check_sharded(config)
+    if config.async_generation and resolve_backend(config.generation_backend) == "transformers":
+        raise ConfigError("config key 'async_generation' = true needs a vLLM backend (vllm or vllm-server): the "
+                          "transformers backend samples from the model being trained")
     heldout = []
     if config.eval_every:
         from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
@@ -92,6 +95,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         if resume:
             rundir.rewind(run_dir, config)
     ranks.barrier()
+    log_file = logs.to_file(run_dir / rundir.LOG) if ranks.is_main else None
     checkpoint = rundir.latest_checkpoint(run_dir) if resume else None
 
     seed_everything(config.seed)  # the run's seed: every rank builds the same model (LoRA's random init too)
@@ -110,7 +114,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         model=model,
         tokenizer=tokenizer,
         backend=make_backend(config, model, tokenizer, resolve_model(config.model), config.temperature, config.top_p,
-                             config.generation_batch_size, config.seed + ranks.rank, ranks.world),
+                             config.generation_batch_size, config.seed + ranks.rank, ranks.world, ranks.rank),
         embedder=embedder,
         verifier=Verifier(config.verify_timeout, config.verify_workers),
         pool=pool,
@@ -122,6 +126,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
         rng=np.random.default_rng(config.seed),
         ranks=ranks,
         heldout=heldout,
+        log_file=log_file,
     )
     if checkpoint is None:
         archive.add(selfplay.embed([s.problem for s in seeds]))
@@ -144,6 +149,8 @@ def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
     selfplay.archive.load(folder, checkpoint.state["archive"])
     selfplay.pool.load(folder, checkpoint.state["pool"])
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
+    selfplay.updates = selfplay.sampler_version = checkpoint.state.get("updates", 0)  # the backend took them
+    selfplay.ready = checkpoint.ahead()
 
 
 def whole_state_dict(model, ranks: Ranks) -> dict | None:
@@ -176,7 +183,9 @@ def save_checkpoint(selfplay: SelfPlay) -> None:
         selfplay.run_dir, selfplay.step, model=selfplay.model, weights=weights, tokenizer=selfplay.tokenizer,
         lora=selfplay.updater.is_lora, trainer_state=trainer_state, rng=rng,
         appended={**selfplay.archive.lengths(), **selfplay.pool.lengths()}, keep=config.keep_checkpoints,
+        ahead=selfplay.ready,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
+               "updates": selfplay.updates,
                "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive), "archive": selfplay.archive.state(),
                "pool": selfplay.pool.state()},
     )
@@ -215,6 +224,11 @@ def run_steps(selfplay: SelfPlay, progress: bool) -> Path:
     finally:
         bar.close()
         tracker.finish()
+        if selfplay.ahead is not None:  # a step failed while the next one was being written: let it finish
+            selfplay.ahead.written.exception()
         selfplay.verifier.close()
         selfplay.backend.close()
+        if selfplay.log_file is not None:
+            logging.getLogger().removeHandler(selfplay.log_file)
+            selfplay.log_file.close()
     return selfplay.run_dir

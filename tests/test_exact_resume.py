@@ -48,15 +48,39 @@ def straight(tmp_path_factory):
                progress=False)
 
 
+PIPELINED = {"async_generation": True}
+
+
+@pytest.fixture(scope="module")
+def straight_pipelined(tmp_path_factory):
+    """A pipelined run that was never stopped."""
+    folder = tmp_path_factory.mktemp("straight-pipelined") / "run"
+    return run(SelfPlayConfig(**TINY, **PIPELINED, max_steps=STEPS, output_dir=str(folder)), progress=False)
+
+
 def test_stopped_after_step_two_then_resumed(straight, tiny_config):
     run(tiny_config(max_steps=2), progress=False)
     assert_same_run(run(tiny_config(max_steps=STEPS), resume=True, progress=False), straight)
 
 
-def test_killed_in_the_middle_of_step_three_then_resumed(straight, tmp_path, tiny_config):
+def test_killed_in_the_middle_of_step_three_then_resumed(straight, tmp_path):
+    kill_in_step_three_then_resume(tmp_path, {})
+    assert_same_run(tmp_path / "killed", straight)
+
+
+def test_a_pipelined_run_killed_in_step_three_then_resumed(straight_pipelined, tmp_path):
+    """Pipelined, step 3's rounds were written during step 2 and saved with checkpoint 2: the resumed run trains on
+    them, and writes step 4's from the same pool and weights, as the run that was never stopped."""
+    kill_in_step_three_then_resume(tmp_path, PIPELINED)
+    assert_same_run(tmp_path / "killed", straight_pipelined)
+    metrics = list(read_jsonl(straight_pipelined / "metrics.jsonl"))
+    assert [m["generation/staleness"] for m in metrics] == [0] + [int(m0["update/rows"] > 0) for m0 in metrics[:-1]]
+
+
+def kill_in_step_three_then_resume(tmp_path, settings: dict) -> None:
     run_dir = tmp_path / "killed"
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "max_steps": STEPS}))
+    config.write_text(yaml.safe_dump({**TINY, **settings, "max_steps": STEPS}))
     command = [sys.executable, "-m", "selfplay.cli", "--log-level", "WARNING", "run", "--config", str(config),
                "--output-dir", str(run_dir)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -64,13 +88,12 @@ def test_killed_in_the_middle_of_step_three_then_resumed(straight, tmp_path, tin
     while not (run_dir / "checkpoints/step-2/state.json").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()[-2000:]
         time.sleep(0.01)
-    time.sleep(1.0)  # into step 3: its generation has begun, its line is not written
+    time.sleep(1.0)  # into step 3: its generation (pipelined: step 4's) has begun, its line is not written
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert len(list(read_jsonl(run_dir / "metrics.jsonl"))) == 2, "killed too late: step 3 had finished"
     resumed = subprocess.run(command + ["--resume"], capture_output=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    assert_same_run(run_dir, straight)
 
 
 def learning_rates(updater: Updater, steps: int) -> list[float]:

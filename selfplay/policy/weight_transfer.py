@@ -118,20 +118,21 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, GlooUpdateInfo
 
 
 class TrainedWeights(WeightSource):
-    """The weights a sync pushes, read afresh at every update (`produce()`, e.g. `trained_weights(model)`): their
-    values change every step, their names, dtypes and shapes never."""
+    """The weights a push sends, read afresh at every push (`produce()`, e.g. `trained_weights(model)`): their
+    values change every step. An engine that asks for `metadata()` first (vLLM's NCCL) iterates what was read for
+    it, so the weights are read once per push."""
 
     def __init__(self, produce) -> None:
         self.produce = produce
-        self._metadata: list[ParamMeta] | None = None
+        self._read: list[tuple[str, torch.Tensor]] | None = None
 
     def metadata(self) -> list[ParamMeta]:
-        if self._metadata is None:
-            self._metadata = [ParamMeta(name, t.dtype, tuple(t.shape)) for name, t in self.produce()]
-        return self._metadata
+        self._read = self.produce()
+        return [ParamMeta(name, t.dtype, tuple(t.shape)) for name, t in self._read]
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return iter(self.produce())
+        pairs, self._read = (self._read if self._read is not None else self.produce()), None
+        return iter(pairs)
 
 
 class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):

@@ -35,13 +35,28 @@ class TrainRow:
 
 @dataclass
 class Batch:
-    """One micro-batch. Log-prob tensors cover positions `start`..width-2 of `ids` (position t scores token t+1)."""
+    """One micro-batch: rows that share one prompt, their completions right-padded. Log-prob tensors [B, W] score
+    the completion tokens (window position t is completion token t)."""
 
-    ids: torch.Tensor
-    attention: torch.Tensor
-    start: int
-    completion: torch.Tensor  # loss mask over the window
-    sampler: torch.Tensor  # the sampler's log-probs over the window
+    prompt: torch.Tensor  # [P]
+    completions: torch.Tensor  # [B, W]
+    attention: torch.Tensor  # [B, W] 1 on completion tokens
+    completion: torch.Tensor  # [B, W] loss mask
+    sampler: torch.Tensor  # [B, W] the sampler's log-probs
+
+
+def micro_batches(rows: list[TrainRow], size: int) -> list[list[int]]:
+    """Indices of `rows` in micro-batches of at most `size` rows that share their prompt (a problem's solutions, a
+    teacher prompt's samples), so that the prompt is computed once per micro-batch, not once per row; within a
+    prompt, by completion length, so little goes to padding. Largest first: dealt round-robin, ranks share alike."""
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        by_prompt.setdefault(tuple(row.prompt_ids), []).append(i)
+    batches = []
+    for indices in by_prompt.values():
+        indices.sort(key=lambda i: len(rows[i].completion_ids))
+        batches += [indices[k: k + size] for k in range(0, len(indices), size)]
+    return sorted(batches, key=lambda b: -sum(len(rows[i].prompt_ids) + len(rows[i].completion_ids) for i in b))
 
 
 def disable_dropout(model) -> None:
@@ -107,43 +122,55 @@ class Updater:
         self.reference = reference
 
     def _batch(self, rows: list[TrainRow]) -> Batch:
-        """Right-padded input ids and attention mask; the completion mask and the sampler's log-probs, aligned
-        with next-token log-probs and cut to the window from the earliest completion token on."""
-        width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rows)
-        start = min(len(r.prompt_ids) for r in rows) - 1  # the first log-prob position any completion needs
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        """`rows` share one prompt."""
+        width = max(len(r.completion_ids) for r in rows)
+        completions = torch.full((len(rows), width), self.pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        completion = torch.zeros((len(rows), width - 1))
-        sampler = torch.zeros((len(rows), width - 1))
+        completion = torch.zeros((len(rows), width))
+        sampler = torch.zeros((len(rows), width))
         for i, row in enumerate(rows):
-            sequence = row.prompt_ids + row.completion_ids
-            ids[i, : len(sequence)] = torch.tensor(sequence)
-            attention[i, : len(sequence)] = 1
-            # log-prob index t scores token t+1, so completion tokens P..P+C-1 sit at P-1..P+C-2.
-            completion[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = 1 if row.loss_mask is None else torch.tensor(
-                row.loss_mask, dtype=completion.dtype)
-            sampler[i, len(row.prompt_ids) - 1 : len(sequence) - 1] = torch.tensor(row.sampler_logprobs)
+            length = len(row.completion_ids)
+            completions[i, :length] = torch.tensor(row.completion_ids)
+            attention[i, :length] = 1
+            completion[i, :length] = 1 if row.loss_mask is None else torch.tensor(row.loss_mask, dtype=completion.dtype)
+            sampler[i, :length] = torch.tensor(row.sampler_logprobs)
         device = self.model.device
-        return Batch(ids.to(device), attention.to(device), start, completion[:, start:].to(device),
-                     sampler[:, start:].to(device))
+        return Batch(torch.tensor(rows[0].prompt_ids, device=device), completions.to(device), attention.to(device),
+                     completion.to(device), sampler.to(device))
 
     def _logprobs(self, model, batch: Batch) -> torch.Tensor:
-        """Log-probs of the window's next tokens, in fp32: the model computes logits for the window only
-        (`logits_to_keep`), never for the prompt positions before it."""
+        """fp32 log-probs of the completion tokens. The prompt but its last token is computed once and its keys and
+        values are shared by every row (gradients flow through them); the rows then run from the prompt's last token
+        on, whose logits score the first completion token. Without `shared_prompt`, or with gradient checkpointing
+        (whose recomputation would append to a shared cache twice), each row runs whole, its logits kept from the
+        prompt's last token on."""
+        rows, prompt = len(batch.completions), batch.prompt
         with self.precision.autocast():
-            logits = model(input_ids=batch.ids, attention_mask=batch.attention,
-                           logits_to_keep=batch.ids.shape[1] - batch.start).logits
-        return token_logprobs(logits[:, :-1], batch.ids[:, batch.start + 1 :], self.config.temperature)
+            if not self.config.shared_prompt or self.config.gradient_checkpointing:
+                ids = torch.cat([prompt.expand(rows, -1), batch.completions], dim=1)
+                attention = torch.cat([torch.ones_like(prompt).expand(rows, -1), batch.attention], dim=1)
+                logits = model(input_ids=ids, attention_mask=attention,
+                               logits_to_keep=batch.completions.shape[1] + 1).logits
+            else:
+                cache = model(input_ids=prompt[None, :-1], use_cache=True).past_key_values
+                cache.batch_repeat_interleave(rows)
+                ids = torch.cat([prompt[-1:].expand(rows, 1), batch.completions], dim=1)
+                attention = torch.cat([torch.ones_like(prompt).expand(rows, -1), batch.attention], dim=1)
+                positions = torch.arange(len(prompt) - 1, len(prompt) + ids.shape[1] - 1, device=ids.device)
+                logits = model(input_ids=ids, attention_mask=attention, past_key_values=cache,
+                               position_ids=positions.expand(rows, -1)).logits
+        return token_logprobs(logits[:, :-1], batch.completions, self.config.temperature)
 
     @torch.no_grad()
     def trainer_logprobs(self, rows: list[TrainRow]) -> list[list[float]]:
         """The log-probs the loss sees for each row's completion tokens (at the sampling temperature, in the
         compute dtype): what the sampler's recorded log-probs must match."""
-        batch = self._batch(rows)
-        logprobs = self._logprobs(self.model, batch)
-        # window position t scores token t+1, so a row's completion starts at len(prompt) - 1 - start
-        return [logprobs[i, len(r.prompt_ids) - 1 - batch.start:][: len(r.completion_ids)].tolist()
-                for i, r in enumerate(rows)]
+        logprobs: list[list[float]] = [[] for _ in rows]
+        for chunk in micro_batches(rows, self.config.train_micro_batch_size):
+            window = self._logprobs(self.model, self._batch([rows[i] for i in chunk]))
+            for k, i in enumerate(chunk):
+                logprobs[i] = window[k, : len(rows[i].completion_ids)].tolist()
+        return logprobs
 
     @torch.no_grad()
     def _frozen_logprobs(self, batch: Batch, reference: bool) -> torch.Tensor:
@@ -161,22 +188,18 @@ class Updater:
         config = self.config
         weights = row_weights([r.role for r in rows], [r.trained_tokens for r in rows], config.loss_type,
                               self.max_tokens)  # over all rows: each rank's loss is its part of the full-batch loss
-        trained = sorted((i for i, r in enumerate(rows) if r.trained_tokens),  # a row with none adds nothing
-                         key=lambda i: len(rows[i].prompt_ids) + len(rows[i].completion_ids))
+        trained = [i for i, r in enumerate(rows) if r.trained_tokens]  # a row with none adds nothing
         rows, weights = [rows[i] for i in trained], [weights[i] for i in trained]
-        mine = rows[self.ranks.rank :: self.ranks.world]  # dealt out in length order, so shares cost alike
-        weights = weights[self.ranks.rank :: self.ranks.world]
-        size = config.train_micro_batch_size
-        chunks = [list(range(i, min(i + size, len(mine)))) for i in range(0, len(mine), size)]
+        every = micro_batches(rows, config.train_micro_batch_size)
+        chunks = every[self.ranks.rank :: self.ranks.world]  # dealt out largest first, so shares cost alike
         real = len(chunks)  # the statistics cover these; the padding below trains nothing
-        if self.ranks.sharded:
+        if self.ranks.sharded and every:
             # Every forward pass gathers the weights from all ranks, so every rank must run as many as the first
-            # (which holds the most rows): a rank short of rows repeats a row of the batch at weight 0.
-            first_rank_rows = -(-len(rows) // self.ranks.world)
-            while len(chunks) < -(-first_rank_rows // size):
-                mine, weights = mine + [rows[0]], weights + [0.0]
-                chunks.append([len(mine) - 1])
-        batches = [self._batch([mine[i] for i in chunk]) for chunk in chunks]
+            # (which holds the most micro-batches): a rank short of them repeats one of the batch at weight 0.
+            padding = list(range(len(rows), len(rows) + len(every[0])))
+            rows, weights = rows + [rows[i] for i in every[0]], weights + [0.0] * len(every[0])
+            chunks += [padding] * (-(-len(every) // self.ranks.world) - len(chunks))
+        batches = [self._batch([rows[i] for i in chunk]) for chunk in chunks]
         # With one update per batch the sampling policy is the current one, so old log-probs are the current
         # ones detached (ratio 1); with several, they are frozen once before the first update.
         old = [self._frozen_logprobs(batch, False) for batch in batches] if config.updates_per_step > 1 else None
@@ -191,7 +214,7 @@ class Updater:
                 loss, token_sums = policy_loss(
                     logprobs,
                     old[b] if old is not None else logprobs.detach(),
-                    torch.tensor([mine[i].advantage for i in chunk], device=device),
+                    torch.tensor([rows[i].advantage for i in chunk], device=device),
                     batch.completion,
                     torch.tensor([weights[i] for i in chunk], device=device).unsqueeze(1),
                     self.loss_settings,
