@@ -23,7 +23,8 @@ CHECKOUT_ROOT = PACKAGE_DIR.parent  # the repository, when running from a checko
 # The folders of shipped files. The checkout's top-level prompts/ and seeds/ are the source of truth; a wheel
 # carries copies inside the package (pyproject.toml maps them to selfplay/prompts and selfplay/seeds).
 SHIPPED_FOLDERS = ("prompts", "seeds")
-TEACHER_TEMPLATE, STUDENT_TEMPLATE = "prompts/teacher.yaml", "prompts/student.yaml"
+TEACHER_TEMPLATE, STUDENT_TEMPLATE, RESTATE_TEMPLATE = "prompts/teacher.yaml", "prompts/student.yaml", "prompts/restate.yaml"
+PROBE_FILE = "seeds/probe.jsonl"  # written by selfplay.curriculum.probe.write_problems
 BENCHMARKS_DIR = "../shared/benchmarks"
 # How evaluation samples, in `selfplay eval` and in-run alike, so that their figures compare.
 EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95
@@ -108,10 +109,13 @@ class SelfPlayConfig(GenerationSettings):
     student_samples: int = field(default=8, metadata={"help": "Solutions per valid problem (>= 2)."})
     student_max_new_tokens: int = field(default=2048, metadata={"help": "Token limit of a solution."})
     student_template: str = field(default=STUDENT_TEMPLATE, metadata={"help": "Student prompt file."})
-    reference_answer: Literal["majority", "teacher", "program"] = field(
+    reference_answer: Literal["majority", "teacher", "program", "two_route"] = field(
         default="majority",
-        metadata={"help": "Reference for correctness: majority answer, teacher's answer, or its program's output."},
+        metadata={"help": "Reference for correctness: majority answer, teacher's answer, its program's output, or "
+                          "two_route: the answer that wins both on the problem and on a restatement of it (written "
+                          "by the policy with restate_template, solved by the students too)."},
     )
+    restate_template: str = field(default=RESTATE_TEMPLATE, metadata={"help": "Restatement prompt (two_route)."})
 
     # --- rewards ---
     band_low: float = field(default=0.5, metadata={"help": "Lower edge of the learnable solve-rate band."})
@@ -121,6 +125,9 @@ class SelfPlayConfig(GenerationSettings):
     solvability_requires_derived: bool = field(default=False, metadata={
         "help": "Teacher solvability only for a problem whose reference answer is computed from it (two or more "
                 "numbers stated, the answer none of them): no band reward for a problem that states its answer."})
+    min_majority_share: float = field(default=0.0, metadata={
+        "help": "Confidence gate: a problem whose reference is given by fewer than this share of its solutions pays "
+                "no student for agreeing with it and no band to its teacher (0: off)."})
     w_novelty: float = field(default=1.0, metadata={"help": "Teacher weight: novelty."})
     w_teacher_format: float = field(default=0.1, metadata={"help": "Teacher weight: format."})
     w_length: float = field(default=0.0, metadata={"help": "Teacher weight: student solution length."})
@@ -134,6 +141,10 @@ class SelfPlayConfig(GenerationSettings):
                 "reference answer is computed from the problem (two or more numbers stated, the answer none of "
                 "them: for arithmetic word problems)."})
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
+    anchor_share: float = field(default=0.0, metadata={
+        "help": "Known-answer anchors, for seeds with answers: per round, this share of teacher_prompts x "
+                "teacher_samples seed problems (taken in turn) join the students' groups, rewarded against the "
+                "seed's answer; they train students only, and enter neither pool nor archive (0: pure self-play)."})
     seed_share: float = field(default=0.0, metadata={
         "help": "Share of the teacher's prompts that show seeds instead of pool problems: it anchors the "
                 "curriculum to the kind of problem the user seeded while the pool fills with the teacher's own "
@@ -216,6 +227,14 @@ class SelfPlayConfig(GenerationSettings):
     program_timeout: float = field(default=5.0, metadata={"help": "Seconds for a teacher program (program mode)."})
     program_memory_mb: int = field(default=512, metadata={"help": "Memory limit of a teacher program."})
 
+    # --- the known-answer probe: are the rewards right? ---
+    probe: str = field(default=PROBE_FILE, metadata={
+        "help": "Known-answer problems (a seed-format file whose every problem has an answer) the run's rewards are "
+                "measured on: they go through the student path of a teacher's problem and are never trained on."})
+    probe_every: int = field(default=0, metadata={"help": "Measure the rewards on the probe every N steps (0: never)."})
+    probe_size: int = field(default=16, metadata={
+        "help": "Probe problems per measurement, taken in turn through the probe file."})
+
     # --- evaluation during the run ---
     eval_every: int = field(default=0, metadata={"help": "Evaluate a held-out subset every N steps (0: never)."})
     eval_benchmark: str = field(default="mawps_singleop", metadata={"help": "Benchmark for in-run evaluation."})
@@ -268,6 +287,10 @@ class SelfPlayConfig(GenerationSettings):
         require(self.vllm_kv_cache_gib > 0, "vllm_kv_cache_gib", "must be positive")
         require(self.vllm_tensor_parallel_size >= 1, "vllm_tensor_parallel_size", "must be >= 1")
         require(self.vllm_server_timeout > 0, "vllm_server_timeout", "must be positive")
+        require(self.probe_every >= 0, "probe_every", "must be >= 0 (0: no probe)")
+        require(0.0 <= self.min_majority_share <= 1.0, "min_majority_share", "must be in [0, 1]")
+        require(0.0 <= self.anchor_share <= 1.0, "anchor_share", "must be in [0, 1]")
+        require(self.probe_size >= 1, "probe_size", "must be >= 1")
         require(not self.async_generation or self.generation_backend != "transformers", "async_generation",
                 "needs a vLLM backend: the transformers backend samples from the model being trained")
 

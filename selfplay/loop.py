@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from selfplay import rewards
 from selfplay.config import SelfPlayConfig
@@ -38,13 +39,14 @@ from selfplay.novelty import Archive, Embedder, is_near_duplicate, nearest_archi
 from selfplay.policy import GenerationBackend, Sample, Sampling, render_chat, tokens_in_span
 from selfplay.rewards import StudentTerms, TeacherTerms
 from selfplay.roles import (
-    PromptTemplate, TeacherProblem, concept_span, conversation, parse_teacher, read_answer, rejected_as_echo,
+    PromptTemplate, TeacherProblem, concept_span, conversation, parse_restatement, parse_teacher, read_answer,
+    rejected_as_echo,
     required_blocks, shown_problems, with_program_output,
 )
 from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
-from selfplay.verify import Verifier, judge_all
+from selfplay.verify import Verifier, judge_all, judge_routes
 from selfplay.verify.sandbox import run_program
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ class Candidate:
     problem: TeacherProblem  # parse (program mode: the program's output becomes the claimed answer); echoes
     embedding: np.ndarray | None = None  # echoes (valid problems only)
     solutions: list[Solution] = field(default_factory=list)  # solve (valid problems only)
+    restated: str | None = None  # solve (two_route): the policy's restatement of the problem
+    restated_solutions: list[Solution] = field(default_factory=list)  # solve (two_route): the students' to it
     reference: str | None = None  # judge
     solve_rate: float | None = None  # judge
     novelty: float | None = None  # novelty
@@ -110,6 +114,7 @@ class Generated:
     candidates: list[Candidate]
     sampler_version: int  # optimizer updates the sampler's weights had taken
     seconds: dict[str, float]  # time per generation phase (run beside the previous step when pipelined)
+    anchors: list[Candidate] = field(default_factory=list)  # known-answer problems the students solved (anchor_share)
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,11 @@ class SelfPlay:
     student_template: PromptTemplate
     rng: np.random.Generator  # the same stream on every rank: what the teacher is shown must agree
     ranks: Ranks  # in a multi-process run, generation and checks are split across ranks (distributed.py)
+    restate_template: PromptTemplate | None = None  # reference_answer: two_route
     heldout: list = field(default_factory=list)  # benchmark items for in-run evaluation (eval_every > 0)
+    probe: list = field(default_factory=list)  # known-answer problems (SeedProblem) for the probe (probe_every > 0)
+    anchors: list = field(default_factory=list)  # seeds with answers, for known-answer anchors (anchor_share > 0)
+    anchors_drawn: int = 0
     step: int = 0
     empty_steps: int = 0
     updates: int = 0  # optimizer updates applied: the version of the weights, the sampler's once synced
@@ -194,18 +203,15 @@ class SelfPlay:
             return self.skip_step("the pool is empty")
         if config.async_generation:  # this step's rounds were written beside the last step; the next step's start
             with timer("generation_wait"):
-                generated = self.ready or [self.generate_round(self.prompt_teacher())
+                generated = self.ready or [self.generate_round(*self.draw_round())
                                            for _ in range(config.rounds_per_update)]
             self.ready = None
             self.generate_ahead()
             rounds = [self.judge_round(k, g, timer) for k, g in enumerate(generated)]
         else:  # each round draws from the pool the round before it grew
-            rounds = [self.judge_round(k, self.generate_round(self.prompt_teacher()), timer)
+            rounds = [self.judge_round(k, self.generate_round(*self.draw_round()), timer)
                       for k in range(config.rounds_per_update)]
-        candidates = [c for played in rounds for c in played.candidates]
-        rows = StepRows([row for played in rounds for row in played.rows.rows],
-                        {role: sum(played.rows.groups_trained[role] for played in rounds)
-                         for role in ("teacher", "student")})
+        rows = StepRows.join([played.rows for played in rounds])
         update_stats, updates_before = {}, self.updates
         if rows.rows:
             with timer("update"):
@@ -224,15 +230,15 @@ class SelfPlay:
         if self.ranks.world > 1:
             with timer("ranks_agree"):
                 digest = self.check_ranks_agree(rounds)
-        heldout = {}
+        measured = {}
         if self.heldout and self.step % config.eval_every == 0:
             with timer("eval"):
-                heldout = self.evaluate_heldout()
+                measured |= self.evaluate_heldout()
+        if self.probe and self.step % config.probe_every == 0:
+            with timer("probe"):
+                measured |= self.measure_probe()
         with timer("log"):
-            metrics = self.step_metrics(candidates, rows, update_stats) | heldout
-            metrics["generation/sampler_version"] = min(played.generated.sampler_version for played in rounds)
-            # how many optimizer updates the sampler's weights lagged the trainer's: 0, or 1 when pipelined
-            metrics["generation/staleness"] = updates_before - metrics["generation/sampler_version"]
+            metrics = self.step_metrics(rounds, rows, update_stats, updates_before) | measured
             metrics["verify/timeouts"] = sum(self.ranks.gather([self.verifier.timeouts - timeouts_before]))
             if digest is not None:
                 metrics["ranks/digest"] = digest
@@ -249,17 +255,33 @@ class SelfPlay:
         self.check_stalled()
         return metrics
 
-    def generate_round(self, prompts: list[TeacherPrompt]) -> Generated:
+    def draw_round(self) -> tuple[list[TeacherPrompt], list]:
+        """What a round starts from, drawn where the run's RNG and counters live: the teacher's prompts, and the
+        known-answer anchors added to its students' groups (`anchor_share`: seeds with answers, taken in turn)."""
+        prompts = self.prompt_teacher()
+        count = round(self.config.anchor_share * self.config.teacher_prompts * self.config.teacher_samples)
+        anchors = [self.anchors[(self.anchors_drawn + i) % len(self.anchors)] for i in range(count)] \
+            if self.anchors else []
+        self.anchors_drawn += len(anchors)
+        return prompts, anchors
+
+    def generate_round(self, prompts: list[TeacherPrompt], anchors: list) -> Generated:
         """The sampler's part of a round, on this rank's share of the prompts, then gathered from every rank."""
         timer = PhaseTimer()
-        mine = self.write(prompts, timer)
+        written = self.write(prompts, anchors, timer)
         with timer("gather"):
-            candidates = self.ranks.gather(mine)
-        return Generated(prompts, candidates, self.sampler_version, timer.seconds)
+            candidates, solved_anchors = self.gather_written(written)
+        return Generated(prompts, candidates, self.sampler_version, timer.seconds, solved_anchors)
 
-    def write(self, prompts: list[TeacherPrompt], timer: PhaseTimer) -> list[Candidate]:
+    def gather_written(self, written: tuple[list[Candidate], list[Candidate]]) -> tuple[list, list]:
+        every = self.ranks.gather([written])
+        return [c for mine, _ in every for c in mine], [a for _, anchors in every for a in anchors]
+
+    def write(self, prompts: list[TeacherPrompt], anchors: list, timer: PhaseTimer
+              ) -> tuple[list[Candidate], list[Candidate]]:
         """This rank's share of the teacher prompts: completions, parsed (programs run), echoes rejected, the
-        valid problems solved. No collective, so that it can run beside the step before it."""
+        valid problems solved; and of the anchors, solved with them. No collective, so that it can run beside the
+        step before it."""
         config, share = self.config, self.ranks.share(len(prompts))
         with timer("teacher_generate"):
             completions = self.backend.generate([prompts[p].ids for p in share], config.teacher_samples,
@@ -271,26 +293,28 @@ class SelfPlay:
         with timer("echoes"):
             self.reject_echoes([c for c in candidates if c.valid], prompts)
         valid = [c for c in candidates if c.valid]
-        if valid:
+        mine = [Candidate(-1, None, TeacherProblem(problem=anchors[i].problem, answer=anchors[i].answer, valid=True))
+                for i in self.ranks.share(len(anchors))]
+        if valid or mine:
             with timer("student_generate"):
-                self.solve(valid)
-        return candidates
+                self.solve(valid + mine, restate=valid if config.reference_answer == "two_route" else [])
+        return candidates, mine
 
     def generate_ahead(self) -> None:
         """Pipelined: the next step's prompts are drawn now, from the pool as it stands before this step's
         admissions (every round of that step from it), and its rounds are written in the background by the
         weights of this step's start, while this step is judged and trained: one optimizer step behind."""
-        prompts = [self.prompt_teacher() for _ in range(self.config.rounds_per_update)]
+        draws = [self.draw_round() for _ in range(self.config.rounds_per_update)]
         worker = ThreadPoolExecutor(max_workers=1)
 
-        def write_all() -> list[tuple[list[Candidate], dict]]:
+        def write_all() -> list[tuple[tuple, dict]]:
             written = []
-            for round_prompts in prompts:
+            for prompts, anchors in draws:
                 timer = PhaseTimer()
-                written.append((self.write(round_prompts, timer), timer.seconds))
+                written.append((self.write(prompts, anchors, timer), timer.seconds))
             return written
 
-        self.ahead = Ahead(prompts, self.sampler_version, worker.submit(write_all))
+        self.ahead = Ahead([p for p, _ in draws], self.sampler_version, worker.submit(write_all))
         worker.shutdown(wait=False)
 
     def gather_ahead(self) -> None:
@@ -298,24 +322,28 @@ class SelfPlay:
         if self.ahead is None:
             return
         ahead, self.ahead = self.ahead, None
-        self.ready = [Generated(prompts, self.ranks.gather(mine), ahead.sampler_version, seconds)
-                      for prompts, (mine, seconds) in zip(ahead.prompts, ahead.written.result())]
+        self.ready = []
+        for prompts, (written, seconds) in zip(ahead.prompts, ahead.written.result()):
+            candidates, anchors = self.gather_written(written)
+            self.ready.append(Generated(prompts, candidates, ahead.sampler_version, seconds, anchors))
 
     def judge_round(self, k: int, generated: Generated, timer: PhaseTimer) -> Round:
         """The rest of a round: answers judged, novelty and repeats measured, rewards and rows, then the pool
         grows, so that the next round draws from it."""
-        candidates = generated.candidates
+        candidates, anchors = generated.candidates, generated.anchors
         valid = [c for c in candidates if c.valid]
+        with timer("verify"):
+            self.judge(valid)
+            self.judge(anchors, "teacher")  # an anchor's seed answer is its claim: the reference
         if valid:
-            with timer("verify"):
-                self.judge(valid)
             with timer("novelty"):
                 self.measure_novelty(valid)
         else:
             log.warning("step %d, round %d: no valid teacher problem; students skipped", self.step, k + 1)
         with timer("rewards"):
             self.score(candidates)
-            rows = self.training_rows(candidates)
+            self.score_students(anchors, trusted=True)
+            rows = self.training_rows(candidates, anchors)
         with timer("pool"):
             self.grow_pool(valid)
         return Round(generated, rows)
@@ -365,19 +393,40 @@ class SelfPlay:
                              default=-1.0)
             c.embedding, c.problem = vector, rejected_as_echo(c.problem, similarity, self.config.dedup_threshold)
 
-    def solve(self, candidates: list[Candidate]) -> None:
-        prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=c.problem.problem))
-                   for c in candidates]
+    def solve(self, candidates: list[Candidate], restate: list[Candidate] = ()) -> None:
+        """The students' solutions to each candidate; for those of `restate` (two_route) the policy restates the
+        problem first, and the students solve the restatement too, in the same generation call."""
+        if restate:
+            self.restate(restate)
+        restated = [c for c in restate if c.restated]
+        problems = [c.problem.problem for c in candidates] + [c.restated for c in restated]
+        prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=p)) for p in problems]
         groups = self.backend.generate(prompts, self.config.student_samples, self.config.student_max_new_tokens)
         for c, group in zip(candidates, groups):
-            for sample in group:
-                read = read_answer(sample.text)
-                c.solutions.append(Solution(sample, read.answer, read.format_score))
+            c.solutions = [_solution(sample) for sample in group]
+        for c, group in zip(restated, groups[len(candidates):]):
+            c.restated_solutions = [_solution(sample) for sample in group]
 
-    def judge(self, candidates: list[Candidate]) -> None:
-        verdicts = self.ranks.map(lambda mine: judge_all(
-            [([s.answer for s in c.solutions], c.problem.answer) for c in mine], self.config.reference_answer,
-            self.verifier.equal_many), candidates)
+    def restate(self, candidates: list[Candidate]) -> None:
+        """Two-route: the policy's restatement of each problem (None where it wrote none the parser accepts)."""
+        prompts = [render_chat(self.tokenizer, self.restate_template.messages(problem=c.problem.problem))
+                   for c in candidates]
+        for c, group in zip(candidates, self.backend.generate(prompts, 1, self.config.teacher_max_new_tokens)):
+            c.restated = parse_restatement(group[0].text, c.problem.problem, self.config.min_problem_chars)
+
+    def judge(self, candidates: list[Candidate], mode: str | None = None) -> None:
+        """Reference, correctness and solve rate of each candidate, by `mode` (the run's reference_answer)."""
+        if not candidates:
+            return
+        mode = mode or self.config.reference_answer
+        if mode == "two_route":
+            verdicts = self.ranks.map(lambda mine: judge_routes(
+                [([s.answer for s in c.solutions], [s.answer for s in c.restated_solutions]) for c in mine],
+                self.verifier.equal_many), candidates)
+        else:
+            verdicts = self.ranks.map(lambda mine: judge_all(
+                [([s.answer for s in c.solutions], c.problem.answer) for c in mine], mode, self.verifier.equal_many),
+                candidates)
         for c, verdict in zip(candidates, verdicts):
             for solution, correct in zip(c.solutions, verdict.correct):
                 solution.correct = correct
@@ -393,7 +442,6 @@ class SelfPlay:
         config = self.config
         teacher_weights = rewards.TeacherWeights(config.w_solvability, config.w_novelty, config.w_teacher_format,
                                                  config.w_length)
-        student_weights = rewards.StudentWeights(config.w_correct, config.w_student_format)
         for c in candidates:
             p = c.problem
             fmt = rewards.teacher_format(p.has_problem, p.has_answer, p.has_concepts)
@@ -403,8 +451,9 @@ class SelfPlay:
                 continue
             c.derived = rewards.answer_derived(p.problem, c.reference)
             repeat = self.repeats_archive(c)
+            confident = rewards.confident(c.solve_rate, config.min_majority_share)
             pays = rewards.band_pays(c.solve_rate, config.band_low, config.band_high, repeat,
-                                     c.derived or not config.solvability_requires_derived)
+                                     confident and (c.derived or not config.solvability_requires_derived))
             c.terms = TeacherTerms(
                 format=fmt,
                 solvability=rewards.solvability(c.solve_rate, config.student_samples, config.band_low,
@@ -414,17 +463,23 @@ class SelfPlay:
                 if pays else 0.0,
             )
             c.reward = c.terms.total(teacher_weights)
+            self.score_students([c], confident)
+
+    def score_students(self, candidates: list[Candidate], trusted: bool) -> None:
+        """Each solution's terms: correct (against a `trusted` reference only) and format."""
+        weights = rewards.StudentWeights(self.config.w_correct, self.config.w_student_format)
+        for c in candidates:
             for s in c.solutions:
-                s.terms = StudentTerms(correct=float(s.correct), format=s.format_score)
-                s.reward = s.terms.total(student_weights)
+                s.terms = StudentTerms(correct=float(s.correct and trusted), format=s.format_score)
+                s.reward = s.terms.total(weights)
 
     def repeats_archive(self, c: Candidate) -> bool:
         return c.nearest is not None and is_near_duplicate(c.nearest, self.config.dedup_threshold)
 
-    def training_rows(self, candidates: list[Candidate]) -> StepRows:
-        """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index). Where the
-        band requires a derived answer, a problem without one trains no student either: its students would be
-        paid for copying a number the problem states."""
+    def training_rows(self, candidates: list[Candidate], anchors: list[Candidate] = ()) -> StepRows:
+        """Teacher groups are teacher prompts; student groups are problems (keyed by candidate index), and the
+        anchors' (which no selection drops). Where the band requires a derived answer, a problem without one
+        trains no student either: its students would be paid for copying a number the problem states."""
         trains_students = {k for k, c in enumerate(candidates) if c.valid and (
             c.derived or not self.config.solvability_requires_derived)}
         teacher = [Scored(c.teacher_prompt, c.sample.prompt_ids, c.sample.completion_ids, c.sample.logprobs, c.reward,
@@ -436,7 +491,9 @@ class SelfPlay:
                    for k, c in enumerate(candidates) if k in trains_students for s in c.solutions]
         problem_scores = {k: candidates[k].terms.solvability + candidates[k].terms.novelty for k in trains_students}
         problem_groups = {k: candidates[k].teacher_prompt for k in trains_students}
-        return step_rows(teacher, student, self.config, problem_scores, problem_groups)
+        anchored = [Scored(("anchor", k), s.sample.prompt_ids, s.sample.completion_ids, s.sample.logprobs, s.reward,
+                           finished=s.sample.finished) for k, a in enumerate(anchors) for s in a.solutions]
+        return step_rows(teacher, student, self.config, problem_scores, problem_groups, anchored)
 
     def concept_mask(self, completion_ids: list[int]) -> list[bool] | None:
         """Loss mask of a teacher completion: every token but those of its <concepts> block."""
@@ -476,6 +533,35 @@ class SelfPlay:
         prefix = f"eval/{config.eval_benchmark}"
         return {f"{prefix}/mean@{n}": summary[f"mean@{n}"], f"{prefix}/pass@{n}": summary[f"pass@{n}"]}
 
+    def measure_probe(self) -> dict:
+        """The probe's next problems through the student path of a teacher's problem (student prompt and samples,
+        the run's reference and gates; where the reference is the teacher's claim, which no teacher made here,
+        the students' majority), judged against their known answers. Nothing is trained on them, nothing enters
+        the pool or archive, and the sampling RNG is restored afterwards, so the run is the one it would be
+        without the probe."""
+        from selfplay.curriculum.probe import ProbeJudged, probe_figures
+
+        config = self.config
+        start = (self.step // config.probe_every - 1) * config.probe_size
+        problems = [self.probe[(start + i) % len(self.probe)] for i in range(config.probe_size)]
+        candidates = [Candidate(-1, None, TeacherProblem(problem=p.problem, valid=True), novelty=0.0)
+                      for p in problems]
+        two_route = config.reference_answer == "two_route"
+        with torch.random.fork_rng():
+            candidates = self.ranks.map(lambda mine: self.solve(mine, mine if two_route else []) or mine, candidates)
+        self.judge(candidates, "majority" if config.reference_answer in ("teacher", "program") else None)
+        self.score(candidates)
+        checks = [(p.answer, c.reference) for p, c in zip(problems, candidates) if c.reference is not None]
+        checks += [(p.answer, s.answer) for p, c in zip(problems, candidates) for s in c.solutions if s.answer]
+        equal = dict(zip(checks, self.verifier.equal_many(checks)))
+        judged = [ProbeJudged(
+            reference_right=None if c.reference is None else equal[(p.answer, c.reference)],
+            band_pays=c.terms.solvability > 0,
+            right=tuple(bool(s.answer) and equal[(p.answer, s.answer)] for s in c.solutions),
+            rewarded=tuple(s.terms.correct > 0 for s in c.solutions),
+        ) for p, c in zip(problems, candidates)]
+        return {f"probe/{key}": value for key, value in probe_figures(judged).items()}
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of `texts`, computed in shares across ranks, so that every rank holds the same vectors."""
         return np.stack(self.ranks.map(self.embedder.encode, texts)).reshape(len(texts), self.embedder.dim)
@@ -495,10 +581,12 @@ class SelfPlay:
         })
 
     # ---------------------------------------------------------------- records
-    def step_metrics(self, candidates: list[Candidate], rows: StepRows, update: dict) -> dict:
-        config = self.config
+    def step_metrics(self, rounds: list[Round], rows: StepRows, update: dict, updates_before: int) -> dict:
+        candidates = [c for played in rounds for c in played.candidates]
         valid = [c for c in candidates if c.valid]
         solutions = [s for c in valid for s in c.solutions]
+        anchored = [s.correct for played in rounds for a in played.generated.anchors for s in a.solutions]
+        sampler_version = min(played.generated.sampler_version for played in rounds)
         return {
             "step": self.step,
             "world_size": self.ranks.world,
@@ -520,6 +608,10 @@ class SelfPlay:
             **{f"update/{role}_rows": sum(r.role == role for r in rows.rows) for role in ("teacher", "student")},
             **{f"update/{role}_groups": count for role, count in rows.groups_trained.items()},
             **{f"update/{key}": value for key, value in update.items()},
+            **({"student/anchor_accuracy": _mean(anchored)} if anchored else {}),  # against the seeds' answers
+            "generation/sampler_version": sampler_version,
+            # optimizer updates the sampler's weights lagged the trainer's: 0, or 1 when pipelined
+            "generation/staleness": updates_before - sampler_version,
         }
 
     def curriculum_record(self, c: Candidate, round_index: int) -> dict:
@@ -539,6 +631,8 @@ class SelfPlay:
             "teacher_reward": c.reward,
             "teacher_terms": dataclasses.asdict(c.terms),
             "student_answers": [s.answer for s in c.solutions],
+            **({"restated": c.restated, "restated_answers": [s.answer for s in c.restated_solutions]}
+               if self.config.reference_answer == "two_route" else {}),
             "student_rewards": [s.reward for s in c.solutions],
             "in_band": rewards.in_band(c.solve_rate, self.config.band_low, self.config.band_high),
             "derived": c.derived,
@@ -563,6 +657,11 @@ class SelfPlay:
                 f"{self.empty_steps} consecutive steps produced no valid teacher problem; the teacher is not "
                 f"following the format in {self.config.teacher_template}. Check the prompt or lower min_problem_chars."
             )
+
+
+def _solution(sample: Sample) -> Solution:
+    read = read_answer(sample.text)
+    return Solution(sample, read.answer, read.format_score)
 
 
 def _mean(values: list) -> float | None:

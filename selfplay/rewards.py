@@ -49,12 +49,19 @@ def length_term(student_token_counts: Sequence[int], cap: int) -> float:
     return min(sum(student_token_counts) / len(student_token_counts), cap) / cap
 
 
-def band_pays(solve_rate: float | None, low: float, high: float, repeat: bool, derived: bool) -> bool:
+def band_pays(solve_rate: float | None, low: float, high: float, repeat: bool, trusted: bool) -> bool:
     """Does a problem earn the band's terms (solvability, length)? Its solve rate is in the band; it is no
     near-duplicate of an archived problem (else the band pays the teacher to repeat what it already wrote, and a
-    repeat earns no novelty either); and its answer is derived from it, where the run requires that (pass True
-    where it does not)."""
-    return in_band(solve_rate, low, high) and not repeat and derived
+    repeat earns no novelty either); and its reference is trusted (`trusted`: derived from the problem where the
+    run requires that, and agreed on by enough students, `confident`)."""
+    return in_band(solve_rate, low, high) and not repeat and trusted
+
+
+def confident(solve_rate: float | None, min_share: float) -> bool:
+    """The confidence gate: is the reference given by at least `min_share` of a problem's solutions (its majority
+    share in majority mode, the share agreeing with the teacher's claim otherwise)? A reference few students
+    reach is as likely an accident as an answer: it pays neither the students nor the band (CuMa, TTRL)."""
+    return solve_rate is not None and solve_rate >= min_share
 
 
 def teacher_format(has_problem: bool, has_answer: bool, has_concepts: bool) -> float:

@@ -13,6 +13,7 @@ import torch
 from selfplay import logs, rundir
 from selfplay.config import ConfigError, SelfPlayConfig
 from selfplay.curriculum.pool import Pool
+from selfplay.curriculum.probe import load_probe
 from selfplay.curriculum.seeds import load_seeds
 from selfplay.distributed import Ranks, whole
 from selfplay.loop import SelfPlay
@@ -74,6 +75,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
     seeds = load_seeds(config.seeds, config.seed_problem_field, config.seed_answer_field)
     teacher_template = PromptTemplate.load(config.teacher_template)
     student_template = PromptTemplate.load(config.student_template)
+    restate_template = PromptTemplate.load(config.restate_template) if config.reference_answer == "two_route" else None
     if config.model != EMBEDDED:
         resolve_model(config.model)
     if config.reference_answer == "program":
@@ -83,6 +85,11 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
     if config.async_generation and resolve_backend(config.generation_backend) == "transformers":
         raise ConfigError("config key 'async_generation' = true needs a vLLM backend (vllm or vllm-server): the "
                           "transformers backend samples from the model being trained")
+    probe = load_probe(config.probe) if config.probe_every else []
+    anchors = [seed for seed in seeds if seed.answer] if config.anchor_share else []
+    if config.anchor_share and not anchors:
+        raise ConfigError(f"config key 'anchor_share' = {config.anchor_share}: no problem of the seed set "
+                          f"{config.seeds} has an answer to anchor the students to")
     heldout = []
     if config.eval_every:
         from selfplay.eval.benchmarks import load_benchmark, resolve_benchmarks_dir
@@ -123,9 +130,12 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
                         kl_reference(config, ranks), ranks),
         teacher_template=teacher_template,
         student_template=student_template,
+        restate_template=restate_template,
         rng=np.random.default_rng(config.seed),
         ranks=ranks,
         heldout=heldout,
+        probe=probe,
+        anchors=anchors,
         log_file=log_file,
     )
     if checkpoint is None:
@@ -150,6 +160,7 @@ def restore(selfplay: SelfPlay, checkpoint: rundir.Checkpoint) -> None:
     selfplay.pool.load(folder, checkpoint.state["pool"])
     selfplay.step, selfplay.empty_steps = checkpoint.step, checkpoint.state.get("empty_steps", 0)
     selfplay.updates = selfplay.sampler_version = checkpoint.state.get("updates", 0)  # the backend took them
+    selfplay.anchors_drawn = checkpoint.state.get("anchors_drawn", 0)
     selfplay.ready = checkpoint.ahead()
 
 
@@ -185,7 +196,7 @@ def save_checkpoint(selfplay: SelfPlay) -> None:
         appended={**selfplay.archive.lengths(), **selfplay.pool.lengths()}, keep=config.keep_checkpoints,
         ahead=selfplay.ready,
         state={"base_model": config.model, "lora": selfplay.updater.is_lora, "empty_steps": selfplay.empty_steps,
-               "updates": selfplay.updates,
+               "updates": selfplay.updates, "anchors_drawn": selfplay.anchors_drawn,
                "pool_size": len(selfplay.pool), "archive_size": len(selfplay.archive), "archive": selfplay.archive.state(),
                "pool": selfplay.pool.state()},
     )

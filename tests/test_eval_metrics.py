@@ -130,3 +130,17 @@ def test_custom_file_with_fields(tmp_path):
 
 def test_expand_groups():
     assert expand("gsm8k, mawps") == ["gsm8k", "mawps_singleop", "mawps_addsub", "mawps_multiarith", "mawps_singleeq"]
+
+
+def test_the_format_independent_figure_and_its_paired_gain():
+    """A model that only learns to box its answers gains on the strict figure, not on the lenient one."""
+    from selfplay.eval.evaluate import ProblemResult, benchmark_summary, comparison
+
+    def result(correct, lenient):
+        return ProblemResult("b", "1", "p", "3", ["s"] * 2, ["3"] * 2, correct, False, lenient)
+
+    base = [result([False, False], [True, False]), result([False, False], [True, True])]  # right, never boxed
+    boxed = [result([True, False], [True, False]), result([True, True], [True, True])]  # the same answers, boxed
+    assert benchmark_summary(base)["lenient_mean@2"] == benchmark_summary(boxed)["lenient_mean@2"] == 0.75
+    gains = comparison({"b": base}, {"b": boxed}, 2, 0)["macro"]
+    assert gains["mean@2_difference"] == 0.75 and gains["lenient_mean@2_difference"] == 0.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "selfplay"
 LAYERS = [  # lowest first, as in README.md
-    {"selfplay", "errors", "files", "config", "distributed"},
+    {"selfplay", "errors", "files", "config", "distributed", "logs"},
     {"rundir"},
     {"policy", "roles", "verify", "novelty", "rewards", "train"},
     {"curriculum", "eval"},

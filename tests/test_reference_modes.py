@@ -100,3 +100,26 @@ def test_the_teachers_worked_example_shows_the_format_each_reference_mode_asks_f
     assert (parsed.program is not None) == (mode == "program")
     if parsed.program:
         assert run_program(parsed.program, 3.0, 512).answer == parsed.answer  # the example's program prints its answer
+
+
+@pytest.mark.parametrize(("answers", "restated", "reference", "correct"), [
+    (["12", "12", "12", "7"], ["12.0", "12", "5", "9"], "12", (True, True, True, False)),  # both routes say 12
+    (["12", "12", "12", "7"], ["5", "5", "12", "9"], None, (False,) * 4),  # the restatement's majority is 5
+    (["12", "12", "7", "7"], [None, None, None, None], None, (False,) * 4),  # no second route: no reference
+])
+def test_two_routes_agree_or_give_no_reference(verifier, answers, restated, reference, correct):
+    from selfplay.verify import judge_routes
+
+    [verdict] = judge_routes([(answers, restated)], verifier.equal_many)
+    assert verdict.reference == reference and verdict.correct == correct
+
+
+def test_a_restatement_must_be_a_new_wording_of_a_problem():
+    from selfplay.roles import parse_restatement
+
+    original = "Sara has 12 stickers and gives 5 to Ben. How many stickers does she have left?"
+    assert parse_restatement("<problem>Ben gets 5 of Sara's 12 stickers. How many are Sara's?</problem>", original,
+                             10) == "Ben gets 5 of Sara's 12 stickers. How many are Sara's?"
+    assert parse_restatement(f"<problem>{original.upper()}</problem>", original, 10) is None  # the same words
+    assert parse_restatement("no tags", original, 10) is None
+    assert parse_restatement("<problem>12?</problem>", original, 10) is None  # too short

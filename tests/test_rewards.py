@@ -68,6 +68,12 @@ def test_band_pays_only_new_in_band_problems(solve_rate, repeat, derived, pays):
     assert rewards.band_pays(solve_rate, 0.5, 0.9, repeat, derived) is pays
 
 
+@pytest.mark.parametrize(("solve_rate", "min_share", "confident"), [
+    (0.5, 0.5, True), (0.375, 0.5, False), (None, 0.0, False), (0.125, 0.0, True), (1.0, 1.0, True)])
+def test_the_confidence_gate(solve_rate, min_share, confident):
+    assert rewards.confident(solve_rate, min_share) is confident
+
+
 def test_in_band():
     assert rewards.in_band(0.5, 0.5, 0.9) and not rewards.in_band(None, 0.5, 0.9)
     assert not rewards.in_band(math.nan, 0.0, 1.0)

@@ -114,3 +114,37 @@ def test_rounds_accumulate_into_one_optimizer_step_and_grow_the_archive_between_
     steps_taken = {float(state["step"]) for state in optimizer["state"].values()}
     assert steps_taken == {float(sum(m["update/rows"] > 0 for m in metrics))}  # one optimizer step per step at most
     assert any(m["update/rows"] for m in metrics)
+
+
+def test_the_probe_measures_the_rewards_and_is_never_trained_on(tiny_config, tmp_path):
+    """The same run with and without the probe trains on the same rows (the same curriculum, losses and
+    weights): the probe's problems are solved and judged beside the step and leave its sampling untouched."""
+    plain = run(tiny_config(max_steps=2, output_dir=str(tmp_path / "plain")), progress=False)
+    probed = run(tiny_config(max_steps=2, output_dir=str(tmp_path / "probed"), probe_every=1, probe_size=3),
+                 progress=False)
+    metrics = {d: list(read_jsonl(d / "metrics.jsonl")) for d in (plain, probed)}
+    for with_probe, without in zip(metrics[probed], metrics[plain]):
+        assert {k: v for k, v in with_probe.items() if not k.startswith(("time/", "probe/"))} == \
+            {k: v for k, v in without.items() if not k.startswith("time/")}
+        assert with_probe["probe/problems"] == 3 and 0 <= with_probe["probe/student_accuracy"] <= 1
+    assert list(read_jsonl(probed / "curriculum.jsonl")) == list(read_jsonl(plain / "curriculum.jsonl"))
+    for name, weights in adapter(plain, 2).items():
+        torch.testing.assert_close(adapter(probed, 2)[name], weights)
+
+
+def test_two_routes_anchors_and_the_gate_in_a_real_run(tiny_config):
+    """The reward levers of issue 38 together, end to end: two_route restates every valid problem and judges both
+    wordings, anchors add the seeds' known answers to the students' groups, the gate withholds weak references."""
+    config = tiny_config(max_steps=2, seeds="seeds/arithmetic.jsonl", reference_answer="two_route",
+                         anchor_share=0.5, min_majority_share=0.5, probe_every=2, probe_size=2)
+    run_dir = run(config, progress=False)
+    metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
+    assert all(0 <= m["student/anchor_accuracy"] <= 1 for m in metrics)  # 3 anchors a round (0.5 x 2 x 3)
+    assert "probe/label_accuracy" in metrics[1] and metrics[1]["probe/problems"] == 2
+    valid = [c for c in read_jsonl(run_dir / "curriculum.jsonl") if c["valid"]]
+    assert valid and all("restated" in c and len(c["restated_answers"]) == (2 if c["restated"] else 0) for c in valid)
+    for c in valid:  # no reference without two agreeing routes; every paid reference reached by half the students
+        if c["restated"] is None:
+            assert c["answer"] is None
+        if c["teacher_terms"]["solvability"]:
+            assert c["solve_rate"] >= 0.5

@@ -8,7 +8,7 @@ import pytest
 from selfplay.config import SelfPlayConfig
 from selfplay.curriculum.pool import Pool
 from selfplay.distributed import Ranks
-from selfplay.loop import Candidate, SelfPlay, Solution
+from selfplay.loop import Candidate, Generated, Round, SelfPlay, Solution
 from selfplay.novelty import Archive
 from selfplay.policy import EMBEDDED, Sample, load_tokenizer
 from selfplay.roles import PromptTemplate, parse_teacher
@@ -33,7 +33,7 @@ def candidate(tokenizer, teacher_prompt, text, solutions=(), solve_rate=None, no
 
 
 def step(tokenizer, **config):
-    return SelfPlay(SelfPlayConfig(student_samples=2, **config), None, None, tokenizer, None, None, None, None, None,
+    return SelfPlay(SelfPlayConfig(**{"student_samples": 2, **config}), None, None, tokenizer, None, None, None, None, None,
                     None, None, None, None, Ranks())
 
 
@@ -129,7 +129,9 @@ def test_a_repeat_of_an_archived_problem_earns_no_band_and_no_novelty(tokenizer)
     assert repeat.reward == pytest.approx(0.1 * repeat.terms.format) and repeat.reward < new.reward
     selfplay.archive = Archive(4)
     selfplay.pool = Pool(selfplay.archive)
-    metrics = selfplay.step_metrics([new, repeat], selfplay.training_rows([new, repeat]), {})
+    rows = selfplay.training_rows([new, repeat])
+    played = Round(Generated([], [new, repeat], 0, {}), rows)
+    metrics = selfplay.step_metrics([played], rows, {}, 0)
     assert metrics["teacher/in_band_fraction"] == 0.5 and metrics["teacher/repeat_fraction"] == 0.5
 
 
@@ -160,3 +162,52 @@ def test_seed_share_sets_how_many_teacher_prompts_show_a_seed(tokenizer):
     assert all(shown[:2] == [True, True] for shown in seeds_shown(0.5))
     assert all(shown == [True] * 4 for shown in seeds_shown(1.0))
     assert sum(map(sum, seeds_shown(0.0))) < 20  # uniform over 24 problems: about 80 prompts x 2/24
+
+
+def test_the_confidence_gate_pays_neither_students_nor_band_for_a_reference_few_reach(tokenizer):
+    """2 of 8 agreeing is in the recipe's band (0.25-0.875); with min_majority_share 0.5 it pays no one."""
+    text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    answers = [("12", True), ("12", True)] + [(str(k), False) for k in range(6)]
+    shaky = candidate(tokenizer, 0, text, answers, 0.25, 0.3)
+    sure = candidate(tokenizer, 1, text, [("12", True)] * 5 + [(str(k), False) for k in range(3)], 0.625, 0.3)
+    for c in (shaky, sure):
+        c.reference = "12"
+    terms = {}
+    for gate in (0.0, 0.5):
+        step(tokenizer, student_samples=8, band_low=0.25, band_high=0.875, min_majority_share=gate).score([shaky, sure])
+        terms[gate] = (shaky.terms.solvability, [s.terms.correct for s in shaky.solutions], sure.terms.solvability)
+    assert terms[0.0][0] > 0 and terms[0.0][1][:2] == [1.0, 1.0]
+    assert terms[0.5][0] == 0.0 and terms[0.5][1] == [0.0] * 8  # the two who agreed are paid nothing
+    assert terms[0.5][2] == terms[0.0][2] > 0  # a confident reference is paid as before
+
+
+def test_anchors_train_students_against_the_seeds_answers_whatever_the_selection(tokenizer):
+    """Known-answer anchors (anchor_share): their groups are student rows that no selection drops, rewarded
+    against the seed's own answer; they give the teacher nothing."""
+    batch = candidates(tokenizer)
+    anchor = candidate(tokenizer, -1, "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>",
+                       [("12", True), ("7", False)])
+    selfplay = step(tokenizer, group_selection="variance", student_groups_per_step=1, teacher_groups_per_step=1)
+    selfplay.score(batch)
+    selfplay.score_students([anchor], trusted=True)
+    rows = selfplay.training_rows(batch, [anchor])
+    students = [r for r in rows.rows if r.role == "student"]
+    assert students[-2:] == [r for r in selfplay.training_rows([], [anchor]).rows]  # the anchor's group, last
+    assert [r.advantage > 0 for r in students[-2:]] == [True, False]  # the seed's answer is the reference
+    assert rows.groups_trained["student"] == 2  # one selected problem and the anchor
+    assert len([r for r in rows.rows if r.role == "teacher"]) == len(
+        [r for r in selfplay.training_rows(batch).rows if r.role == "teacher"])
+
+
+def test_each_configured_weight_weighs_its_own_term(tokenizer):
+    """Distinct weights, so that a weight wired to another term changes the rewards."""
+    text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem><concepts>multiplication</concepts>"
+    c = candidate(tokenizer, 0, text, [("12", True), ("7", False)], 0.5, 0.3)
+    weights = dict(w_solvability=2.0, w_novelty=3.0, w_teacher_format=5.0, w_length=7.0, w_correct=11.0,
+                   w_student_format=13.0)
+    step(tokenizer, length_cap=100, **weights).score([c])
+    t = c.terms
+    assert c.reward == pytest.approx(2 * t.solvability + 3 * t.novelty + 5 * t.format + 7 * t.length)
+    assert min(t.solvability, t.novelty, t.format, t.length) > 0
+    right, wrong = c.solutions
+    assert (right.reward, wrong.reward) == (pytest.approx(11 + 13 * 1.0), pytest.approx(13 * 1.0))

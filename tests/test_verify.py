@@ -161,3 +161,17 @@ def _descends_from(pid: int, ancestor: int) -> bool:
 
 def _address_space_line(limits: str) -> str:
     return next(line for line in limits.splitlines() if line.startswith("Max address space"))
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("Therefore, the final answer is: $\\boxed{12}$. Then 99.", "12"),  # the strict answer first
+    ("She has 3 + 4 = 7 apples.", "7"),  # else the last number written
+    ("It costs 1,200 dollars", "1200"),
+    ("Half of it: 1/2", "1/2"),
+    ("x = -3.5", "-3.5"),
+    ("no number at all", None),
+])
+def test_lenient_answers_read_the_last_number_when_nothing_is_boxed(text, answer):
+    from selfplay.verify.answers import lenient_answer
+
+    assert lenient_answer(text) == answer

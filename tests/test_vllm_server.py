@@ -120,15 +120,23 @@ def test_a_run_trains_through_the_server_and_stops_naming_it_when_it_dies(server
     # each step samples from the weights the last push gave the server (float32 both sides)
     assert all(m["update/sampler_trainer_logprob_gap"] < 1e-3 for m in updated)
 
+    # The server dies in the middle of the run: the run stops, naming it; once it is back, --resume goes on.
     url = yaml.safe_load(config_file.read_text())["vllm_server_url"]
+    command = [sys.executable, "-m", "selfplay", "--log-level", "WARNING", "run", "--config", str(config_file),
+               "--output-dir", str(run_dir), "--resume", "--max-steps", "6"]
+    running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while len(list(read_jsonl(run_dir / "metrics.jsonl"))) < 3:  # step 3 done: the run is in step 4
+        assert running.poll() is None and time.monotonic() < deadline, running.stderr.read()[-3000:]
+        time.sleep(0.2)
     server.kill()
-    stopped = run_command(config_file, run_dir, "--resume", "--max-steps", "3")
-    assert stopped.returncode != 0 and f"vLLM server at {url} did not answer" in stopped.stderr
-    assert "Traceback" not in stopped.stderr.splitlines()[-1]
+    _, stderr = running.communicate(timeout=600)
+    assert running.returncode != 0 and f"vLLM server at {url}" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr.strip().splitlines()[-1]
     server.start()
-    resumed = run_command(config_file, run_dir, "--resume", "--max-steps", "3")
+    resumed = run_command(config_file, run_dir, "--resume", "--max-steps", "6")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_server_serving_other_weights_stops_the_run(server, config_file):

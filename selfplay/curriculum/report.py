@@ -177,6 +177,19 @@ def _samples_table(valid: list[dict]) -> str:
             "<th>novelty</th></tr>" + "".join(rows) + "</table>")
 
 
+PROBE_CURVES = {"probe/in_band_label_accuracy": "label accuracy, in the band",
+                "probe/label_accuracy": "label accuracy", "probe/reward_precision": "reward precision",
+                "probe/reward_recall": "reward recall", "probe/student_accuracy": "student accuracy"}
+
+
+def _probe_figure(metrics: list[dict], out: Path) -> dict[str, str]:
+    """Are the rewards right (`--probe-every`)? The known-answer probe's figures; none if it never ran."""
+    if not any("probe/label_accuracy" in m for m in metrics):
+        return {}
+    return {"Reward accuracy (known-answer probe)": _figure(out / "probe.png", _lines(
+        metrics, PROBE_CURVES, "share", "Known-answer probe: is the reference right, are the rewards right?"))}
+
+
 def write_report(run_dir: str | Path, out: str | Path) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / METRICS).exists():
@@ -208,6 +221,7 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
             "mean (unweighted)", "Teacher reward terms")),
         "Concepts": _figure(out / "concepts.png", _concepts(valid)),
         **_heldout_figure(metrics, out),
+        **_probe_figure(metrics, out),
         "Curriculum map": _figure(out / "embedding_map.png", _embedding_map(valid, config.get("embedder", "embedded"))),
     }
     last = metrics[-1] if metrics else {}

@@ -18,6 +18,7 @@ from selfplay.policy import Sampling, engine_dtype, engine_path, load_policy, ma
 from selfplay.roles import PromptTemplate
 from selfplay.rundir import find_checkpoint
 from selfplay.verify import Verifier, extract_final_answer
+from selfplay.verify.answers import lenient_answer
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ProblemResult:
     answers: list[str | None]
     correct: list[bool]
     majority_correct: bool
+    # format-independent: each sample's lenient answer (`lenient_answer`: its strict one, else its last number)
+    lenient_correct: list[bool] = field(default_factory=list)
 
 
 def evaluate_items(
@@ -49,20 +52,29 @@ def evaluate_items(
             groups += backend.generate(token_ids[start : start + chunk], n, max_new_tokens, sampling)
             bar.update(len(token_ids[start : start + chunk]))
     answers = [[extract_final_answer(s.text) for s in group] for group in groups]
-    pairs = [(item.answer, a) for item, row in zip(items, answers) for a in row if a is not None]
-    verdicts = iter(verifier.equal_many(pairs))
+    lenient = [[lenient_answer(s.text) for s in group] for group in groups]
+    pairs = list(dict.fromkeys((item.answer, a) for rows in (answers, lenient) for item, row in zip(items, rows)
+                               for a in row if a is not None))
+    verdicts = dict(zip(pairs, verifier.equal_many(pairs))) if pairs else {}
     results = []
-    for item, prompt, group, row in zip(items, prompts, groups, answers):
-        correct = [a is not None and next(verdicts) for a in row]
+    for item, prompt, group, row, loose in zip(items, prompts, groups, answers, lenient):
+        correct = [a is not None and verdicts[(item.answer, a)] for a in row]
         results.append(ProblemResult(
             benchmark, item.id, prompt[-1]["content"], item.answer, [s.text for s in group], row, correct,
             majority_correct(verifier.cluster(row), correct),
+            [a is not None and verdicts[(item.answer, a)] for a in loose],
         ))
     return results
 
 
 def benchmark_summary(results: list[ProblemResult], seed: int = 0) -> dict:
-    return summarize([r.correct for r in results], [r.majority_correct for r in results], seed=seed)
+    """The strict figures (`summarize`), and the format-independent mean@n with its interval."""
+    summary = summarize([r.correct for r in results], [r.majority_correct for r in results], seed=seed)
+    n = summary["n"]
+    if results and all(r.lenient_correct for r in results):
+        lenient = [sum(r.lenient_correct) / n for r in results]
+        summary |= {f"lenient_mean@{n}": float(np.mean(lenient)), f"lenient_mean@{n}_ci95": bootstrap_ci(lenient, seed=seed)}
+    return summary
 
 
 @dataclass(kw_only=True)
@@ -153,15 +165,22 @@ def comparison(base: dict[str, list[ProblemResult]], other: dict[str, list[Probl
     interval and the expansion rate; the macro difference with its interval (problems resampled within each set)."""
     diffs = {bench: [sum(o.correct) / n - sum(b.correct) / n for b, o in zip(base[bench], other[bench])]
              for bench in base}
+    lenient = {bench: [sum(o.lenient_correct) / n - sum(b.lenient_correct) / n for b, o in zip(base[bench], other[bench])]
+               for bench in base if all(r.lenient_correct for r in base[bench] + other[bench])}
     return {
         "benchmarks": {bench: {
             f"mean@{n}_difference": float(np.mean(d)),
             "difference_ci95": bootstrap_ci(d, seed=seed),
             "expansion_rate": expansion_rate([any(r.correct) for r in base[bench]],
                                              [any(r.correct) for r in other[bench]]),
+            **({f"lenient_mean@{n}_difference": float(np.mean(lenient[bench])),
+                "lenient_difference_ci95": bootstrap_ci(lenient[bench], seed=seed)} if bench in lenient else {}),
         } for bench, d in diffs.items()},
         "macro": {f"mean@{n}_difference": float(np.mean([np.mean(d) for d in diffs.values()])),
-                  "difference_ci95": macro_bootstrap_ci(list(diffs.values()), seed=seed)},
+                  "difference_ci95": macro_bootstrap_ci(list(diffs.values()), seed=seed),
+                  **({f"lenient_mean@{n}_difference": float(np.mean([np.mean(d) for d in lenient.values()])),
+                      "lenient_difference_ci95": macro_bootstrap_ci(list(lenient.values()), seed=seed)}
+                     if len(lenient) == len(diffs) else {})},
     }
 
 
@@ -182,8 +201,8 @@ def run_eval(model: str, settings: EvalSettings, out: str | Path, compare: Seque
     models = []
     for spec, by_bench in zip(specs, per_model):
         summaries = {bench: benchmark_summary(results, settings.seed) for bench, results in by_bench.items()}
-        models.append({"model": spec, "benchmarks": summaries,
-                       "macro": {k: _macro(summaries, k) for k in (f"mean@{n}", f"pass@{n}", f"maj@{n}")}})
+        models.append({"model": spec, "benchmarks": summaries, "macro": {
+            k: _macro(summaries, k) for k in (f"mean@{n}", f"pass@{n}", f"maj@{n}", f"lenient_mean@{n}")}})
     report = {"settings": asdict(settings), "models": models,
               "comparisons": [{"model": spec, **comparison(per_model[0], other, n, settings.seed)}
                               for spec, other in zip(compare, per_model[1:])]}
@@ -200,25 +219,37 @@ def markdown_table(report: dict, n: int) -> str:
         low, high = d["difference_ci95"]
         return f"{d[f'mean@{n}_difference']:+.3f} ({low:+.3f} to {high:+.3f})"
 
+    def lenient_interval(d):
+        if f"lenient_mean@{n}_difference" not in d:
+            return "-"
+        low, high = d["lenient_difference_ci95"]
+        return f"{d[f'lenient_mean@{n}_difference']:+.3f} ({low:+.3f} to {high:+.3f})"
+
     models = report["models"]
-    rows = [f"| benchmark | model | problems | mean@{n} (95% CI) | pass@1 | pass@{n} | maj@{n} |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [f"| benchmark | model | problems | mean@{n} (95% CI) | pass@1 | pass@{n} | maj@{n} | lenient mean@{n} |",
+            "|---|---|---|---|---|---|---|---|"]
     for bench in models[0]["benchmarks"]:
         for entry in models:
             s = entry["benchmarks"][bench]
             low, high = s[f"mean@{n}_ci95"]
             rows.append(f"| {bench} | {entry['model']} | {s['problems']} | {fmt(s[f'mean@{n}'])} "
-                        f"({fmt(low)}-{fmt(high)}) | {fmt(s['pass@1'])} | {fmt(s[f'pass@{n}'])} | {fmt(s[f'maj@{n}'])} |")
+                        f"({fmt(low)}-{fmt(high)}) | {fmt(s['pass@1'])} | {fmt(s[f'pass@{n}'])} | {fmt(s[f'maj@{n}'])} "
+                        f"| {fmt(s.get(f'lenient_mean@{n}'))} |")
     for entry in models:
         macro = entry["macro"]
         rows.append(f"| macro average | {entry['model']} | | {fmt(macro[f'mean@{n}'])} | | "
-                    f"{fmt(macro[f'pass@{n}'])} | {fmt(macro[f'maj@{n}'])} |")
+                    f"{fmt(macro[f'pass@{n}'])} | {fmt(macro[f'maj@{n}'])} | {fmt(macro.get(f'lenient_mean@{n}'))} |")
     text = "\n".join(rows) + "\n"
+    text += (f"\nStrict: the answer in `\\boxed{{}}` (or after 'final answer is'); lenient: that, else the last number "
+             "the completion writes (format-independent: a gain there is more answers right, not better boxing).\n")
     if report["comparisons"]:
         text += (f"\nAgainst {models[0]['model']} (paired bootstrap over problems):\n\n"
-                 f"| benchmark | model | difference in mean@{n} (95% CI) | expansion rate |\n|---|---|---|---|\n")
+                 f"| benchmark | model | difference in mean@{n} (95% CI) | lenient difference (95% CI) | "
+                 "expansion rate |\n|---|---|---|---|---|\n")
         for entry in report["comparisons"]:
             for bench, d in entry["benchmarks"].items():
-                text += f"| {bench} | {entry['model']} | {interval(d)} | {fmt(d['expansion_rate'])} |\n"
-            text += f"| macro average | {entry['model']} | {interval(entry['macro'])} | |\n"
+                text += (f"| {bench} | {entry['model']} | {interval(d)} | {lenient_interval(d)} | "
+                         f"{fmt(d['expansion_rate'])} |\n")
+            text += f"| macro average | {entry['model']} | {interval(entry['macro'])} | " \
+                    f"{lenient_interval(entry['macro'])} | |\n"
     return text

@@ -131,6 +131,15 @@ def parse_teacher(
     return result
 
 
+def parse_restatement(completion: str, original: str, min_problem_chars: int) -> str | None:
+    """The problem of a restatement (two_route): its first <problem> block, or None where there is none, it is
+    too short or too long, carries tags, or repeats the original word for word (one route, twice)."""
+    text = _block(completion[:MAX_SCAN_CHARS].replace("\x00", ""), "problem")
+    if text is None or _TAG.search(text) or not min_problem_chars <= len(text) <= MAX_PROBLEM_CHARS:
+        return None
+    return None if normalize_text(text) == normalize_text(original) else text
+
+
 def with_program_output(problem: TeacherProblem, output: str | None, status: str) -> TeacherProblem:
     """Program mode: the output of the teacher's program (run in the sandbox) becomes the problem's claimed
     answer; a program that printed no answer makes the problem invalid, with its status as the reason."""

@@ -32,8 +32,14 @@ class Scored:
 
 @dataclass(frozen=True)
 class StepRows:
-    rows: list[TrainRow]  # teacher rows first, then student rows, each in completion order
+    rows: list[TrainRow]  # teacher rows first, then student rows, each in completion order (per round)
     groups_trained: dict[str, int]  # role -> groups that contributed rows
+
+    @classmethod
+    def join(cls, parts: Sequence[StepRows]) -> StepRows:
+        """The rows of a step's rounds, as one batch."""
+        return cls([row for part in parts for row in part.rows],
+                   {role: sum(part.groups_trained[role] for part in parts) for role in ("teacher", "student")})
 
 
 def selected_groups(scored: Sequence[Scored], count: int, scores: dict[Hashable, float]) -> set[Hashable]:
@@ -67,9 +73,11 @@ def role_rows(role: str, scored: Sequence[Scored], normalize: bool, eps: float,
 
 
 def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: SelfPlayConfig,
-              problem_scores: dict[Hashable, float], problem_groups: dict[Hashable, Hashable]) -> StepRows:
+              problem_scores: dict[Hashable, float], problem_groups: dict[Hashable, Hashable],
+              anchors: Sequence[Scored] = ()) -> StepRows:
     """`problem_scores`: per student group (problem), c = solvability + novelty, which 'variance' ranks problems
-    by; `problem_groups`: the teacher group each problem came from."""
+    by; `problem_groups`: the teacher group each problem came from. `anchors`: students' rows on known-answer
+    problems (anchor_share), trained whatever the selection."""
     chosen_teacher = chosen_student = None
     if config.group_selection == "variance":
         teacher_scores = teacher_group_scores(problem_scores, problem_groups, [s.group for s in teacher])
@@ -79,4 +87,6 @@ def step_rows(teacher: Sequence[Scored], student: Sequence[Scored], config: Self
     teacher_rows, teacher_groups = role_rows("teacher", teacher, norm, eps, chosen_teacher, masked) \
         if config.train_teacher else ([], 0)
     student_rows, student_groups = role_rows("student", student, norm, eps, chosen_student, masked)
-    return StepRows(teacher_rows + student_rows, {"teacher": teacher_groups, "student": student_groups})
+    anchor_rows, anchor_groups = role_rows("student", anchors, norm, eps, None, masked)
+    return StepRows(teacher_rows + student_rows + anchor_rows,
+                    {"teacher": teacher_groups, "student": student_groups + anchor_groups})

@@ -104,6 +104,7 @@ class Updater:
         self.scaler = self.precision.grad_scaler()
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        self.shares_prompt = config.shared_prompt and not config.gradient_checkpointing and not self.ranks.fsdp
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         # DeepSpeed ZeRO-3: an engine partitions the model and steps the optimizer (train/zero3.py); forward
@@ -142,11 +143,12 @@ class Updater:
         """fp32 log-probs of the completion tokens. The prompt but its last token is computed once and its keys and
         values are shared by every row (gradients flow through them); the rows then run from the prompt's last token
         on, whose logits score the first completion token. Without `shared_prompt`, or with gradient checkpointing
-        (whose recomputation would append to a shared cache twice), each row runs whole, its logits kept from the
-        prompt's last token on."""
+        (whose recomputation would append to a shared cache twice), or under FSDP2 (which frees a layer's gathered
+        weights after each forward and gathers them once for the backward, so the backward of the first of two
+        forwards finds them gone), each row runs whole, its logits kept from the prompt's last token on."""
         rows, prompt = len(batch.completions), batch.prompt
         with self.precision.autocast():
-            if not self.config.shared_prompt or self.config.gradient_checkpointing:
+            if not self.shares_prompt:
                 ids = torch.cat([prompt.expand(rows, -1), batch.completions], dim=1)
                 attention = torch.cat([torch.ones_like(prompt).expand(rows, -1), batch.attention], dim=1)
                 logits = model(input_ids=ids, attention_mask=attention,

@@ -75,6 +75,23 @@ def extract_final_answer(text: str) -> str | None:
     return answer if 0 < len(answer) <= MAX_FALLBACK_CHARS and re.search(r"[\d\\]", answer) else None
 
 
+# A number as a completion writes it at its end: a sign, digits with thousands commas, a decimal part, or a/b.
+_LAST_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
+def lenient_answer(text: str) -> str | None:
+    """The answer a completion gives, however it writes it: its strict answer (`extract_final_answer`), else the
+    last number it writes. Format-independent evaluation scores this, so that a model that learns to box its
+    answer gains there only if it also gets more answers right."""
+    strict = extract_final_answer(text)
+    if strict is not None:
+        return strict
+    match = None
+    for match in _LAST_NUMBER.finditer(text[-MAX_ANSWER_CHARS * 4:]):
+        pass
+    return normalize(match.group()) if match else None
+
+
 def _parse(answer: str):
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 

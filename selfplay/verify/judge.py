@@ -1,7 +1,8 @@
 """Judging one problem's student answers: its reference answer, which answers match it, and the solve rate.
 
-The reference is, by `reference_answer` mode, the students' majority answer, the teacher's claimed answer, or the
-output of the teacher's program (program mode puts that output in the claim before judging). Pure given an
+The reference is, by `reference_answer` mode, the students' majority answer, the teacher's claimed answer, the
+output of the teacher's program (program mode puts that output in the claim before judging), or the answer that
+wins on the problem and on a restatement of it (`judge_routes`). Pure given an
 equivalence checker `equal_many(pairs) -> verdicts`: the run passes the guarded `Verifier.equal_many`, tests may
 pass anything with the same contract.
 """
@@ -73,3 +74,17 @@ def judge_all(problems: Sequence[tuple[Sequence[str | None], str | None]], mode:
     verdicts = dict(zip(distinct, equal_many(distinct) if distinct else []))
     return [judge(answers, mode, claimed, lambda pairs: [verdicts[pair] for pair in pairs])
             for answers, claimed in problems]
+
+
+def judge_routes(problems: Sequence[tuple[Sequence[str | None], Sequence[str | None]]],
+                 equal_many: EqualMany) -> list[Judgement]:
+    """Two-route agreement (`reference_answer: two_route`, after Self-Harmony): each problem's `(answers,
+    restated_answers)`, the students' answers to it and to a restatement of it. The reference is the answer that
+    wins on both routes: the majority of the first, when the majority of the second is the same answer; else there
+    is none, and no solution is correct. Agreeing twice, in other words, is harder to do by accident."""
+    first = judge_all([(answers, None) for answers, _ in problems], "majority", equal_many)
+    second = judge_all([(restated, None) for _, restated in problems], "majority", equal_many)
+    pairs = [(f.reference, s.reference) for f, s in zip(first, second) if f.reference and s.reference]
+    same = dict(zip(pairs, equal_many(pairs))) if pairs else {}
+    return [f if f.reference and s.reference and same[(f.reference, s.reference)]
+            else Judgement(None, tuple(False for _ in f.correct)) for f, s in zip(first, second)]
