@@ -35,17 +35,20 @@ class Server:
 
     def __init__(self, config_file):
         self.config_file = config_file
+        # vLLM logs every request: into a file, since a pipe nobody reads fills and blocks the server mid-request
+        self.log = config_file.with_name("server.log")
         self.process = None
 
     def start(self):
-        self.process = subprocess.Popen([sys.executable, "-m", "selfplay", "serve", "--config", str(self.config_file)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "selfplay", "serve", "--config",
+                                             str(self.config_file)], stdout=log, stderr=subprocess.STDOUT)
         url = yaml.safe_load(self.config_file.read_text())["vllm_server_url"]
         deadline = time.monotonic() + 300
         import requests
 
         while True:
-            assert self.process.poll() is None, self.process.stderr.read().decode()[-3000:]
+            assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
             try:
                 if requests.get(url + "/health", timeout=2).status_code == 200:
                     return self
