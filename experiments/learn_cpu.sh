@@ -15,6 +15,7 @@ for variant in selfplay control; do
   resume=(); [ -f "$out/$variant/run.json" ] && resume=(--resume)
   .venv/bin/selfplay run --config experiments/learn-cpu.yaml --output-dir "$out/$variant" "${extra[@]}" "${resume[@]}"
   .venv/bin/selfplay report "$out/$variant" --out "$results/$variant-report"
+  .venv/bin/python experiments/keep_adapter.py "$out/$variant" "$results/$variant-checkpoint"  # committed, bf16
 done
 .venv/bin/selfplay eval --model embedded --compare "$out/selfplay" "$out/control" --bench mawps --n 4 \
     --max-new-tokens 256 --out "$results/mawps"

@@ -8,8 +8,11 @@ benchmark's gold answer. Evaluate with the run's student settings (`--n 8 --temp
 for the recipe) so that the answers are the ones a step would judge.
 
 Per solve-rate value (the share of samples that agree with the majority): problems, the share whose majority is
-right, and in the recipe's band (`band_low`-`band_high` of --config), how many of the solutions the step rewards
-as correct are correct, and how many of the correct ones it rewards. Last line: one JSON object.
+right; and for each value of the confidence gate (`--gates`, the config's `min_majority_share`), over the problems
+the recipe's band (`band_low`-`band_high` of --config) then pays for: how many, the share whose majority is right,
+how many of the solutions the step rewards as correct are correct, and how many of the correct ones it rewards.
+Evaluating the shipped probe (`--bench seeds/probe.jsonl --question-field problem --answer-field answer`) measures
+a run's checkpoint on the problems its probe uses. Last line: one JSON object.
 """
 
 import argparse
@@ -19,38 +22,46 @@ from pathlib import Path
 
 from selfplay.config import parse_config
 from selfplay.files import read_jsonl
-from selfplay.rewards import in_band
+from selfplay.rewards import confident, in_band
 from selfplay.verify import Verifier, judge_all
 
 
-def reliability(rows: list[dict], band_low: float, band_high: float, equal_many) -> dict:
+def reliability(rows: list[dict], band_low: float, band_high: float, gates: list[float], equal_many) -> dict:
     verdicts = judge_all([(row["answers"], None) for row in rows], "majority", equal_many)
     answered = [(row, v) for row, v in zip(rows, verdicts) if v.reference is not None]
     right = equal_many([(row["gold"], v.reference) for row, v in answered])
     by_rate: dict[float, Counter] = {}
-    band = Counter()
-    rewarded = rewarded_correct = correct_in_band = 0
     for (row, v), reference_right in zip(answered, right):
         counts = by_rate.setdefault(v.solve_rate, Counter())
         counts["problems"] += 1
         counts["majority_right"] += reference_right
-        if in_band(v.solve_rate, band_low, band_high):
-            band["problems"] += 1
-            band["majority_right"] += reference_right
-            rewarded += sum(v.correct)
-            rewarded_correct += sum(a and t for a, t in zip(v.correct, row["correct"]))
-            correct_in_band += sum(row["correct"])
     return {
         "problems": len(rows),
         "no_answer": len(rows) - len(answered),
         "by_solve_rate": {f"{rate:.3f}": {"problems": c["problems"], "majority_right": c["majority_right"] / c["problems"]}
                           for rate, c in sorted(by_rate.items())},
-        "in_band_problems": band["problems"],
-        "in_band_majority_right": band["majority_right"] / max(1, band["problems"]),
-        "in_band_rewarded_precision": rewarded_correct / max(1, rewarded),
-        "in_band_correct_recall": rewarded_correct / max(1, correct_in_band),
+        # the confidence gate (min_majority_share) at each value: what the band then pays for
+        "gates": {f"{gate:.3f}": paid_for(answered, right, band_low, band_high, gate) for gate in gates},
         "accuracy": sum(sum(row["correct"]) for row in rows) / max(1, sum(len(row["correct"]) for row in rows)),
     }
+
+
+def paid_for(answered: list, right: list[bool], band_low: float, band_high: float, gate: float) -> dict:
+    """Over the problems the band pays for (in the band, and a majority share of at least `gate`): how many, the
+    share whose majority is right, how many of the solutions rewarded as correct are correct, and how many of the
+    correct ones are rewarded."""
+    problems = majority_right = rewarded = rewarded_correct = correct = 0
+    for (row, v), reference_right in zip(answered, right):
+        if not (in_band(v.solve_rate, band_low, band_high) and confident(v.solve_rate, gate)):
+            continue
+        problems += 1
+        majority_right += reference_right
+        rewarded += sum(v.correct)
+        rewarded_correct += sum(a and t for a, t in zip(v.correct, row["correct"]))
+        correct += sum(row["correct"])
+    return {"in_band_problems": problems, "in_band_majority_right": majority_right / max(1, problems),
+            "in_band_rewarded_precision": rewarded_correct / max(1, rewarded),
+            "in_band_correct_recall": rewarded_correct / max(1, correct)}
 
 
 def main() -> None:
@@ -58,13 +69,16 @@ def main() -> None:
     parser.add_argument("eval_dir", type=Path)
     parser.add_argument("--config", default="experiments/learn-cpu.yaml", help="The run's config: its band.")
     parser.add_argument("--model", help="Which model of the evaluation (default: the last in per_problem.jsonl).")
+    parser.add_argument("--gates", default="0,0.375,0.5,0.625",
+                        help="Values of the confidence gate (min_majority_share) to measure, comma-separated.")
     args = parser.parse_args()
     config = parse_config(args.config, [])
     rows = list(read_jsonl(args.eval_dir / "per_problem.jsonl"))
     model = args.model or rows[-1]["model"]
     with Verifier() as verifier:
         result = {"model": model, "band": [config.band_low, config.band_high]} | reliability(
-            [row for row in rows if row["model"] == model], config.band_low, config.band_high, verifier.equal_many)
+            [row for row in rows if row["model"] == model], config.band_low, config.band_high,
+            [float(g) for g in args.gates.split(",")], verifier.equal_many)
     print(json.dumps(result))
 
 

@@ -86,3 +86,30 @@ def test_a_stopped_evaluation_run_again_redoes_only_what_is_missing(tmp_path):
     assert main([*args, "--compare", "embedded"]) == 0
     rows = [json.loads(line) for line in (out / "per_problem.jsonl").read_text().splitlines()]
     assert [row["samples"][0] for row in rows if row["benchmark"] == "first"][::2] == ["read back, not sampled again"] * 2
+
+
+def test_a_kept_adapter_is_the_runs_final_policy_in_bfloat16(short_run, tmp_path):
+    """experiments/keep_adapter.py: the run's newest adapter, half the size, read back as a checkpoint."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from selfplay.policy import load_policy
+    from selfplay.rundir import find_checkpoint
+
+    kept = tmp_path / "kept"
+    done = subprocess.run([sys.executable, "experiments/keep_adapter.py", str(short_run), str(kept)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["step"] == 2
+    weights = load_file(kept / "adapter" / "adapter_model.safetensors")
+    trained = load_file(find_checkpoint(short_run).adapter_dir / "adapter_model.safetensors")
+    assert weights.keys() == trained.keys()
+    assert all(torch.equal(weights[name], trained[name].to(torch.bfloat16)) for name in trained)
+    model, _ = load_policy(str(kept), dtype="float32")  # read back as a checkpoint, merged into its base
+    reference, _ = load_policy(str(short_run), dtype="float32")
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reference(ids).logits, atol=1e-2)
