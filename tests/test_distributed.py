@@ -38,6 +38,7 @@ def test_collectives_split_gather_sum_and_catch_divergence(tmp_path):
     assert seen[0]["agreed"] == seen[1]["agreed"]
 
 
+@pytest.mark.slow  # two launched processes load the real model
 @pytest.mark.parametrize("engine", ["ddp", "fsdp2", "deepspeed", "deepspeed-offload"])
 def test_a_two_process_step_equals_the_one_process_step_with_uneven_micro_batches(tmp_path, engine):
     """Each rank's loss is its part of the full-batch loss (normalised by the whole batch's tokens, not its own),

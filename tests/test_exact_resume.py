@@ -63,11 +63,13 @@ def test_stopped_after_step_two_then_resumed(straight, tiny_config):
     assert_same_run(run(tiny_config(max_steps=STEPS), resume=True, progress=False), straight)
 
 
+@pytest.mark.slow  # a real run and a killed one, in processes of their own
 def test_killed_in_the_middle_of_step_three_then_resumed(straight, tmp_path):
     kill_in_step_three_then_resume(tmp_path, {})
     assert_same_run(tmp_path / "killed", straight)
 
 
+@pytest.mark.slow  # a real run and a killed one, in processes of their own
 def test_a_pipelined_run_killed_in_step_three_then_resumed(straight_pipelined, tmp_path):
     """Pipelined, step 3's rounds were written during step 2 and saved with checkpoint 2: the resumed run trains on
     them, and writes step 4's from the same pool and weights, as the run that was never stopped."""
