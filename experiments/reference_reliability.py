@@ -22,7 +22,7 @@ from pathlib import Path
 
 from selfplay.config import parse_config
 from selfplay.files import read_jsonl
-from selfplay.rewards import confident, in_band
+from selfplay.rewards import band_pays, confident
 from selfplay.verify import Verifier, judge_all
 
 
@@ -52,7 +52,7 @@ def paid_for(answered: list, right: list[bool], band_low: float, band_high: floa
     correct ones are rewarded."""
     problems = majority_right = rewarded = rewarded_correct = correct = 0
     for (row, v), reference_right in zip(answered, right):
-        if not (in_band(v.solve_rate, band_low, band_high) and confident(v.solve_rate, gate)):
+        if not band_pays(v.solve_rate, band_low, band_high, repeat=False, trusted=confident(v.solve_rate, gate)):
             continue
         problems += 1
         majority_right += reference_right
