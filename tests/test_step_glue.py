@@ -199,6 +199,23 @@ def test_anchors_train_students_against_the_seeds_answers_whatever_the_selection
         [r for r in selfplay.training_rows(batch).rows if r.role == "teacher"])
 
 
+def test_a_round_judges_its_anchors_against_the_seeds_answers_not_the_students_majority(tokenizer):
+    """Two of three students agree on 7; the seed says 12: the one who wrote 12 is the one paid and trained up."""
+    from selfplay.loop import PhaseTimer
+    from selfplay.roles import TeacherProblem
+    from selfplay.verify import Verifier
+
+    anchor = Candidate(-1, None, TeacherProblem(problem="Ann has 3 bags of 4 apples. How many apples?", answer="12",
+                                                valid=True))
+    anchor.solutions = [Solution(sample(tokenizer, f"The answer is {a}."), a, 1.0) for a in ("7", "7", "12")]
+    selfplay = step(tokenizer, student_samples=3)
+    with Verifier(5.0) as verifier:
+        selfplay.verifier = verifier
+        played = selfplay.judge_round(0, Generated([], [], 0, {}, [anchor]), PhaseTimer())
+    assert [s.correct for s in anchor.solutions] == [False, False, True]
+    assert [r.advantage > 0 for r in played.rows.rows] == [False, False, True]
+
+
 def test_each_configured_weight_weighs_its_own_term(tokenizer):
     """Distinct weights, so that a weight wired to another term changes the rewards."""
     text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem><concepts>multiplication</concepts>"
