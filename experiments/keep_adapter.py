@@ -14,11 +14,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS
 from safetensors.torch import load_file, save_file
 
 from selfplay.rundir import ADAPTER, STATE, find_checkpoint
-
-WEIGHTS = "adapter_model.safetensors"  # PEFT's file name
 
 
 def keep_adapter(run_dir: Path, out: Path) -> Path:
