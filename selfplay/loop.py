@@ -600,6 +600,9 @@ class SelfPlay:
             "student/reward_mean": _mean([s.reward for s in solutions]),
             **_term_means("student", StudentTerms, [s.terms for s in solutions]),
             "student/solve_rate_mean": _mean([c.solve_rate for c in valid]),
+            # problems judged against some answer: two routes (or a missing claim or program) can leave most
+            # with none, and then nothing in the band and no student is paid (results.md, Lever 8)
+            "student/reference_fraction": _mean([c.reference is not None for c in valid]),
             "student/completion_tokens": sum(len(s.sample.completion_ids) for s in solutions),
             "pool/size": len(self.pool),
             "archive/size": len(self.archive),

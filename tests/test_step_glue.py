@@ -135,6 +135,21 @@ def test_a_repeat_of_an_archived_problem_earns_no_band_and_no_novelty(tokenizer)
     assert metrics["teacher/in_band_fraction"] == 0.5 and metrics["teacher/repeat_fraction"] == 0.5
 
 
+def test_the_share_of_problems_judged_against_an_answer_is_logged(tokenizer):
+    """A two-route run paid for 2% of its problems once switched on; this is the figure that shows why."""
+    text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
+    judged, unjudged, invalid = (candidate(tokenizer, 0, t, [("12", True), ("7", False)], 0.5, 0.3)
+                                 for t in (text, text, "no tags at all"))
+    judged.reference = "12"
+    selfplay = step(tokenizer)
+    selfplay.archive = Archive(4)
+    selfplay.pool = Pool(selfplay.archive)
+    selfplay.score([judged, unjudged, invalid])
+    rows = selfplay.training_rows([judged, unjudged, invalid])
+    played = Round(Generated([], [judged, unjudged, invalid], 0, {}), rows)
+    assert selfplay.step_metrics([played], rows, {}, 0)["student/reference_fraction"] == 0.5  # of valid ones
+
+
 def test_the_length_term_measures_the_students_solutions_and_only_in_the_band(tokenizer):
     text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"
     in_band = candidate(tokenizer, 0, text, [("12", True), ("7", False)], 0.5, 0.3)
