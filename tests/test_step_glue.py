@@ -37,6 +37,14 @@ def step(tokenizer, **config):
                     None, None, None, None, Ranks())
 
 
+def step_metrics(selfplay, batch):
+    """The step's metrics line for one round of scored candidates, with an empty archive and pool."""
+    selfplay.archive = Archive(4)
+    selfplay.pool = Pool(selfplay.archive)
+    rows = selfplay.training_rows(batch)
+    return selfplay.step_metrics([Round(Generated([], batch, 0, {}), rows)], rows, {}, 0)
+
+
 def candidates(tokenizer):
     problem = "<problem>How many legs do {n} cats have?</problem><concepts>multiplication, animals</concepts>"
     return [
@@ -127,11 +135,7 @@ def test_a_repeat_of_an_archived_problem_earns_no_band_and_no_novelty(tokenizer)
     assert new.terms.solvability > 0 and new.terms.novelty == 0.3 and new.terms.length > 0
     assert (repeat.terms.solvability, repeat.terms.novelty, repeat.terms.length) == (0.0, 0.0, 0.0)
     assert repeat.reward == pytest.approx(0.1 * repeat.terms.format) and repeat.reward < new.reward
-    selfplay.archive = Archive(4)
-    selfplay.pool = Pool(selfplay.archive)
-    rows = selfplay.training_rows([new, repeat])
-    played = Round(Generated([], [new, repeat], 0, {}), rows)
-    metrics = selfplay.step_metrics([played], rows, {}, 0)
+    metrics = step_metrics(selfplay, [new, repeat])
     assert metrics["teacher/in_band_fraction"] == 0.5 and metrics["teacher/repeat_fraction"] == 0.5
 
 
@@ -142,12 +146,8 @@ def test_the_share_of_problems_judged_against_an_answer_is_logged(tokenizer):
                                  for t in (text, text, "no tags at all"))
     judged.reference = "12"
     selfplay = step(tokenizer)
-    selfplay.archive = Archive(4)
-    selfplay.pool = Pool(selfplay.archive)
     selfplay.score([judged, unjudged, invalid])
-    rows = selfplay.training_rows([judged, unjudged, invalid])
-    played = Round(Generated([], [judged, unjudged, invalid], 0, {}), rows)
-    assert selfplay.step_metrics([played], rows, {}, 0)["student/reference_fraction"] == 0.5  # of valid ones
+    assert step_metrics(selfplay, [judged, unjudged, invalid])["student/reference_fraction"] == 0.5  # of valid ones
 
 
 def test_the_length_term_measures_the_students_solutions_and_only_in_the_band(tokenizer):
