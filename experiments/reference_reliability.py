@@ -12,7 +12,8 @@ right; and for each value of the confidence gate (`--gates`, the config's `min_m
 the recipe's band (`band_low`-`band_high` of --config) then pays for: how many, the share whose majority is right,
 how many of the solutions the step rewards as correct are correct, and how many of the correct ones it rewards.
 Evaluating the shipped probe (`--bench seeds/probe.jsonl --question-field problem --answer-field answer`) measures
-a run's checkpoint on the problems its probe uses. Last line: one JSON object.
+a run's checkpoint on the problems its probe uses; `--arithmetic-check` judges as a run with that key does.
+Last line: one JSON object.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from selfplay.config import parse_config
 from selfplay.files import read_jsonl
 from selfplay.rewards import band_pays, confident
 from selfplay.verify import Verifier, judge_all
+from selfplay.verify.arithmetic import arithmetic_holds
 
 
 def reliability(rows: list[dict], band_low: float, band_high: float, gates: list[float], equal_many) -> dict:
@@ -69,12 +71,18 @@ def main() -> None:
     parser.add_argument("eval_dir", type=Path)
     parser.add_argument("--config", default="experiments/learn-cpu.yaml", help="The run's config: its band.")
     parser.add_argument("--model", help="Which model of the evaluation (default: the last in per_problem.jsonl).")
+    parser.add_argument("--arithmetic-check", action="store_true",
+                        help="Judge as a run with arithmetic_check does: an answer counts only where the arithmetic "
+                             "its solution writes holds.")
     parser.add_argument("--gates", default="0,0.375,0.5,0.625",
                         help="Values of the confidence gate (min_majority_share) to measure, comma-separated.")
     args = parser.parse_args()
     config = parse_config(args.config, [])
     rows = list(read_jsonl(args.eval_dir / "per_problem.jsonl"))
     model = args.model or rows[-1]["model"]
+    if args.arithmetic_check:
+        rows = [row | {"answers": [a if arithmetic_holds(text, a) else None
+                                   for text, a in zip(row["samples"], row["answers"])]} for row in rows]
     with Verifier() as verifier:
         result = {"model": model, "band": [config.band_low, config.band_high]} | reliability(
             [row for row in rows if row["model"] == model], config.band_low, config.band_high,

@@ -116,6 +116,10 @@ class SelfPlayConfig(GenerationSettings):
                           "by the policy with restate_template, solved by the students too)."},
     )
     restate_template: str = field(default=RESTATE_TEMPLATE, metadata={"help": "Restatement prompt (two_route)."})
+    arithmetic_check: bool = field(default=False, metadata={
+        "help": "A solution's answer counts (towards the majority, and as correct) only where the arithmetic it "
+                "writes holds: every 'a op b = c' is true and the answer is the last one's result "
+                "(selfplay.verify.arithmetic)."})
 
     # --- rewards ---
     band_low: float = field(default=0.5, metadata={"help": "Lower edge of the learnable solve-rate band."})

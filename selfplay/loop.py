@@ -68,6 +68,7 @@ class Solution:
     sample: Sample  # solve
     answer: str | None  # solve: the final answer it commits to
     format_score: float  # solve
+    arithmetic_holds: bool = False  # solve: its written arithmetic is true and reaches its answer
     correct: bool = False  # judge
     terms: StudentTerms | None = None  # score
     reward: float | None = None  # score
@@ -419,18 +420,24 @@ class SelfPlay:
         if not candidates:
             return
         mode = mode or self.config.reference_answer
+        counted = self.counted_answers
         if mode == "two_route":
             verdicts = self.ranks.map(lambda mine: judge_routes(
-                [([s.answer for s in c.solutions], [s.answer for s in c.restated_solutions]) for c in mine],
-                self.verifier.equal_many), candidates)
+                [(counted(c.solutions), counted(c.restated_solutions)) for c in mine], self.verifier.equal_many),
+                candidates)
         else:
             verdicts = self.ranks.map(lambda mine: judge_all(
-                [([s.answer for s in c.solutions], c.problem.answer) for c in mine], mode, self.verifier.equal_many),
-                candidates)
+                [(counted(c.solutions), c.problem.answer) for c in mine], mode, self.verifier.equal_many), candidates)
         for c, verdict in zip(candidates, verdicts):
             for solution, correct in zip(c.solutions, verdict.correct):
                 solution.correct = correct
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
+
+    def counted_answers(self, solutions: list[Solution]) -> list[str | None]:
+        """The answers judged: each solution's, or None (no answer, so never correct) where `arithmetic_check` is
+        on and the arithmetic it writes does not hold."""
+        check = self.config.arithmetic_check
+        return [s.answer if s.arithmetic_holds or not check else None for s in solutions]
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
         vectors = np.stack([c.embedding for c in candidates])
@@ -604,6 +611,8 @@ class SelfPlay:
             # with none, and then nothing in the band and no student is paid (results.md, Lever 8)
             "student/reference_fraction": _mean([c.reference is not None for c in valid]),
             "student/completion_tokens": sum(len(s.sample.completion_ids) for s in solutions),
+            # logged whether or not arithmetic_check uses it: how often the students' written arithmetic is true
+            "student/arithmetic_holds": _mean([s.arithmetic_holds for s in solutions]),
             "pool/size": len(self.pool),
             "archive/size": len(self.archive),
             "pool/admitted": sum(c.admitted for c in candidates),
@@ -664,7 +673,7 @@ class SelfPlay:
 
 def _solution(sample: Sample) -> Solution:
     read = read_answer(sample.text)
-    return Solution(sample, read.answer, read.format_score)
+    return Solution(sample, read.answer, read.format_score, read.arithmetic_holds)
 
 
 def _mean(values: list) -> float | None:

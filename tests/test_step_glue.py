@@ -27,7 +27,7 @@ def sample(tokenizer, text):
 def candidate(tokenizer, teacher_prompt, text, solutions=(), solve_rate=None, novelty=None):
     c = Candidate(teacher_prompt, sample(tokenizer, text), parse_teacher(text, "", [], 10, 3, False, False))
     for answer, correct in solutions:
-        c.solutions.append(Solution(sample(tokenizer, f"The answer is {answer}."), answer, 1.0, correct))
+        c.solutions.append(Solution(sample(tokenizer, f"The answer is {answer}."), answer, 1.0, correct=correct))
     c.solve_rate, c.novelty = solve_rate, novelty
     return c
 
@@ -229,6 +229,30 @@ def test_a_round_judges_its_anchors_against_the_seeds_answers_not_the_students_m
         played = selfplay.judge_round(0, Generated([], [], 0, {}, [anchor]), PhaseTimer())
     assert [s.correct for s in anchor.solutions] == [False, False, True]
     assert [r.advantage > 0 for r in played.rows.rows] == [False, False, True]
+
+
+@pytest.mark.parametrize("check, reference, correct", [
+    (False, "22", [True] * 5 + [False] * 3),  # five agree on a false subtraction: the majority
+    (True, "43", [False] * 5 + [True] * 3),  # only solutions whose arithmetic holds count
+])
+def test_the_arithmetic_check_counts_only_answers_whose_written_arithmetic_holds(tokenizer, check, reference, correct):
+    from selfplay.roles import read_answer
+    from selfplay.verify import Verifier
+
+    texts = ["Kira has 40 - 3 = 22 balloons.\nTherefore, the final answer is: $\\boxed{22}$"] * 5 + [
+        "Kira has 40 + 3 = 43 balloons.\nTherefore, the final answer is: $\\boxed{43}$"] * 3
+    c = candidate(tokenizer, 0, "<problem>Kira has 40 balloons and finds 3 more. How many now?</problem>", novelty=0.3)
+    for text in texts:
+        read = read_answer(text)
+        c.solutions.append(Solution(sample(tokenizer, text), read.answer, read.format_score, read.arithmetic_holds))
+    selfplay = step(tokenizer, student_samples=8, arithmetic_check=check)
+    with Verifier(5.0) as verifier:
+        selfplay.verifier = verifier
+        selfplay.judge([c])
+    selfplay.score([c])
+    assert (c.reference, [s.correct for s in c.solutions]) == (reference, correct)
+    assert c.solve_rate == sum(correct) / 8
+    assert step_metrics(selfplay, [c])["student/arithmetic_holds"] == 3 / 8  # logged, whether the check is on or not
 
 
 def test_each_configured_weight_weighs_its_own_term(tokenizer):

@@ -7,6 +7,7 @@ import pytest
 from selfplay.roles import read_answer
 from selfplay.verify import Verifier, answers_equal, cluster_answers, extract_final_answer, judge, judge_all
 from selfplay.verify.answers import equal_many_unguarded, last_boxed, normalize
+from selfplay.verify.arithmetic import arithmetic_holds
 from selfplay.verify.guard import WORKER_MEMORY_MB
 
 TIMEOUT = 2.0
@@ -175,3 +176,43 @@ def test_lenient_answers_read_the_last_number_when_nothing_is_boxed(text, answer
     from selfplay.verify.answers import lenient_answer
 
     assert lenient_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    "text, answer, holds",
+    [
+        ("Kira has 40 + 3 = 43 balloons.\nTherefore, the final answer is: $\\boxed{43}$", "43", True),
+        ("Kira has 40 - 3 = 22 balloons.\nTherefore, the final answer is: $\\boxed{22}$", "22", False),  # false sum
+        ("Kira has 40 + 3 = 43 balloons.\nTherefore, the final answer is: $\\boxed{44}$", "44", False),  # not reached
+        ("She buys 3 bags.\nTherefore, the final answer is: $\\boxed{3}$", "3", False),  # no arithmetic written
+        ("She pays $2 \\times 6 = 12$ dollars, then 12 / 4 = 3 each.", "3", True),  # every step, the last one's result
+        ("2 + 3 * 4 = 14", "14", True),  # precedence
+        ("2 + 3 * 4 = 20", "20", False),
+        ("10 / 3 = 3.33", "3.33", True),  # as precise as it is written
+        ("10 / 3 = 3.4", "3.4", False),
+        ("1,000 + 2 = 1,002", "1002", True),
+        ("5 - 8 = -3", "-3", True),
+        ("5 - 8 = -3 + 1 = -2", "-2", True),
+        ("5 / 0 = 1", "1", False),
+        ("\\$5 + \\$3 = \\$8", "\\$8", True),
+        ("3 x 4 = 12 boxes, 3 × 4 = 12", "12", True),
+        ("2 + 3 = 5 + 4 = 9", "9", True),  # a chain: 5 + 4 = 9 is checked too
+        ("2 + 3 = 5 + 4 = 10", "10", False),
+        ("3 + 4 = 7 \\boxed{7}, then 1 + 1 = 3", "7", True),  # after the boxed answer: not the solution's
+        ("123456789012345 * 2 = 246913578024690", "246913578024690", False),  # past MAX_DIGITS: not computed
+        (" + ".join(["1"] * 9) + " = 9", "9", False),  # past MAX_OPERANDS
+        ("3 + 4 = 7", None, False),
+    ],
+)
+def test_written_arithmetic_holds_when_every_step_is_true_and_reaches_the_answer(text, answer, holds):
+    assert arithmetic_holds(text, answer) is holds
+    assert read_answer(text).arithmetic_holds is (holds and extract_final_answer(text) == answer)
+
+
+@pytest.mark.parametrize("text", ["1" * 20_000, "1 + " * 5_000 + "= 2", "1," * 10_000 + "= 3",
+                                  "2 + 3 = 5 + 0 = " * 3_000, ("9" * 12 + " * ") * 4_000 + "= 1"])
+def test_a_hostile_solution_costs_the_arithmetic_check_milliseconds(text):
+    """A 2048-token solution is about 10,000 characters; these are 20,000-50,000."""
+    start = time.perf_counter()
+    assert not arithmetic_holds(text, "5")
+    assert time.perf_counter() - start < 0.1

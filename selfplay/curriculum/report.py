@@ -212,8 +212,9 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
         "Pool growth": _figure(out / "pool.png", _lines(metrics, {"pool/size": "pool size"}, "problems", "Pool size")),
         "Student format and solve rate": _figure(out / "student.png", _lines(
             metrics, {"student/format_mean": "format", "student/solve_rate_mean": "solve rate (mean)",
-                      "student/reference_fraction": "problems with a reference"},
-            "fraction", "Student: answers in the asked format, solved, and judged against an answer")),
+                      "student/reference_fraction": "problems with a reference",
+                      "student/arithmetic_holds": "written arithmetic holds"},
+            "fraction", "Student: answers in the format, solved, judged against an answer, true arithmetic")),
         "Rewards per role": _figure(out / "rewards.png", _lines(
             metrics, {"teacher/reward_mean": "teacher", "student/reward_mean": "student"}, "mean reward", "Rewards")),
         # Term by term, the first place to look when a reward is being gamed.
