@@ -25,7 +25,7 @@ from selfplay.config import parse_config
 from selfplay.files import read_jsonl
 from selfplay.rewards import band_pays, confident
 from selfplay.verify import Verifier, judge_all
-from selfplay.verify.arithmetic import arithmetic_holds
+from selfplay.verify.arithmetic import arithmetic_holds, counted_answer
 
 
 def reliability(rows: list[dict], band_low: float, band_high: float, gates: list[float], equal_many) -> dict:
@@ -81,7 +81,7 @@ def main() -> None:
     rows = list(read_jsonl(args.eval_dir / "per_problem.jsonl"))
     model = args.model or rows[-1]["model"]
     if args.arithmetic_check:
-        rows = [row | {"answers": [a if arithmetic_holds(text, a) else None
+        rows = [row | {"answers": [counted_answer(a, arithmetic_holds(text, a), True)
                                    for text, a in zip(row["samples"], row["answers"])]} for row in rows]
     with Verifier() as verifier:
         result = {"model": model, "band": [config.band_low, config.band_high]} | reliability(

@@ -47,6 +47,7 @@ from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
 from selfplay.verify import Verifier, judge_all, judge_routes
+from selfplay.verify.arithmetic import counted_answer
 from selfplay.verify.sandbox import run_program
 
 log = logging.getLogger(__name__)
@@ -434,10 +435,8 @@ class SelfPlay:
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
 
     def counted_answers(self, solutions: list[Solution]) -> list[str | None]:
-        """The answers judged: each solution's, or None (no answer, so never correct) where `arithmetic_check` is
-        on and the arithmetic it writes does not hold."""
-        check = self.config.arithmetic_check
-        return [s.answer if s.arithmetic_holds or not check else None for s in solutions]
+        """The answers judged (`counted_answer`, under the run's `arithmetic_check`)."""
+        return [counted_answer(s.answer, s.arithmetic_holds, self.config.arithmetic_check) for s in solutions]
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
         vectors = np.stack([c.embedding for c in candidates])

@@ -7,7 +7,7 @@ import pytest
 from selfplay.roles import read_answer
 from selfplay.verify import Verifier, answers_equal, cluster_answers, extract_final_answer, judge, judge_all
 from selfplay.verify.answers import equal_many_unguarded, last_boxed, normalize
-from selfplay.verify.arithmetic import arithmetic_holds
+from selfplay.verify.arithmetic import arithmetic_holds, counted_answer
 from selfplay.verify.guard import WORKER_MEMORY_MB
 
 TIMEOUT = 2.0
@@ -207,6 +207,11 @@ def test_lenient_answers_read_the_last_number_when_nothing_is_boxed(text, answer
 def test_written_arithmetic_holds_when_every_step_is_true_and_reaches_the_answer(text, answer, holds):
     assert arithmetic_holds(text, answer) is holds
     assert read_answer(text).arithmetic_holds is (holds and extract_final_answer(text) == answer)
+
+
+@pytest.mark.parametrize("holds, check, counted", [(True, True, "7"), (False, True, None), (False, False, "7")])
+def test_an_answer_counts_unless_the_check_is_on_and_its_arithmetic_fails(holds, check, counted):
+    assert counted_answer("7", holds, check) == counted
 
 
 @pytest.mark.parametrize("text", ["1" * 20_000, "1 + " * 5_000 + "= 2", "1," * 10_000 + "= 3",

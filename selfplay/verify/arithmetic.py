@@ -41,6 +41,12 @@ def arithmetic_holds(text: str, answer: str | None) -> bool:
     return None not in results and results[-1] == target
 
 
+def counted_answer(answer: str | None, holds: bool, check: bool) -> str | None:
+    """The answer a judge counts: `answer`, or None (no answer, so never correct) where `check` is on and the
+    solution's written arithmetic does not hold."""
+    return answer if holds or not check else None
+
+
 def equations(text: str, most: int) -> list[tuple[list[str], str]]:
     """The first `most` of the `a op b ... = c` in `text`: each one's left side (operands and operators,
     alternating) and `c`. In a chain `2 + 3 = 5 + 4 = 9`, `5 + 4 = 9` is the next equation."""
