@@ -12,7 +12,8 @@ right; and for each value of the confidence gate (`--gates`, the config's `min_m
 the recipe's band (`band_low`-`band_high` of --config) then pays for: how many, the share whose majority is right,
 how many of the solutions the step rewards as correct are correct, and how many of the correct ones it rewards.
 Evaluating the shipped probe (`--bench seeds/probe.jsonl --question-field problem --answer-field answer`) measures
-a run's checkpoint on the problems its probe uses; `--arithmetic-check` judges as a run with that key does.
+a run's checkpoint on the problems its probe uses; `--arithmetic-check` and `--arithmetic-uses-givens` judge as a
+run with those keys does.
 Last line: one JSON object.
 """
 
@@ -25,7 +26,7 @@ from selfplay.config import parse_config
 from selfplay.files import read_jsonl
 from selfplay.rewards import band_pays, confident
 from selfplay.verify import Verifier, judge_all
-from selfplay.verify.arithmetic import arithmetic_holds, counted_answer
+from selfplay.verify.arithmetic import arithmetic_holds, counted_answer, uses_givens
 
 
 def reliability(rows: list[dict], band_low: float, band_high: float, gates: list[float], equal_many) -> dict:
@@ -74,14 +75,19 @@ def main() -> None:
     parser.add_argument("--arithmetic-check", action="store_true",
                         help="Judge as a run with arithmetic_check does: an answer counts only where the arithmetic "
                              "its solution writes holds.")
+    parser.add_argument("--arithmetic-uses-givens", action="store_true",
+                        help="With --arithmetic-check: the arithmetic must also use every number the problem states.")
     parser.add_argument("--gates", default="0,0.375,0.5,0.625",
                         help="Values of the confidence gate (min_majority_share) to measure, comma-separated.")
     args = parser.parse_args()
     config = parse_config(args.config, [])
     rows = list(read_jsonl(args.eval_dir / "per_problem.jsonl"))
     model = args.model or rows[-1]["model"]
+    if args.arithmetic_uses_givens and not args.arithmetic_check:
+        parser.error("--arithmetic-uses-givens refines --arithmetic-check: give both")
     if args.arithmetic_check:
-        rows = [row | {"answers": [counted_answer(a, arithmetic_holds(text, a), True)
+        rows = [row | {"answers": [counted_answer(a, arithmetic_holds(text, a), uses_givens(text, row["prompt"]), True,
+                                                  args.arithmetic_uses_givens)
                                    for text, a in zip(row["samples"], row["answers"])]} for row in rows]
     with Verifier() as verifier:
         result = {"model": model, "band": [config.band_low, config.band_high]} | reliability(

@@ -120,6 +120,8 @@ class SelfPlayConfig(GenerationSettings):
         "help": "A solution's answer counts (towards the majority, and as correct) only where the arithmetic it "
                 "writes holds: every 'a op b = c' is true and the answer is the last one's result "
                 "(selfplay.verify.arithmetic)."})
+    arithmetic_uses_givens: bool = field(default=False, metadata={
+        "help": "With arithmetic_check: the arithmetic must also use every number the problem states."})
 
     # --- rewards ---
     band_low: float = field(default=0.5, metadata={"help": "Lower edge of the learnable solve-rate band."})
@@ -295,6 +297,8 @@ class SelfPlayConfig(GenerationSettings):
         require(0.0 <= self.min_majority_share <= 1.0, "min_majority_share", "must be in [0, 1]")
         require(0.0 <= self.anchor_share <= 1.0, "anchor_share", "must be in [0, 1]")
         require(self.probe_size >= 1, "probe_size", "must be >= 1")
+        require(self.arithmetic_check or not self.arithmetic_uses_givens, "arithmetic_uses_givens",
+                "refines arithmetic_check: set arithmetic_check: true too")
         require(not self.async_generation or self.generation_backend != "transformers", "async_generation",
                 "needs a vLLM backend: the transformers backend samples from the model being trained")
 

@@ -70,6 +70,7 @@ class Solution:
     answer: str | None  # solve: the final answer it commits to
     format_score: float  # solve
     arithmetic_holds: bool = False  # solve: its written arithmetic is true and reaches its answer
+    uses_givens: bool = False  # solve: its written arithmetic uses every number the problem states
     correct: bool = False  # judge
     terms: StudentTerms | None = None  # score
     reward: float | None = None  # score
@@ -405,9 +406,9 @@ class SelfPlay:
         prompts = [render_chat(self.tokenizer, self.student_template.messages(problem=p)) for p in problems]
         groups = self.backend.generate(prompts, self.config.student_samples, self.config.student_max_new_tokens)
         for c, group in zip(candidates, groups):
-            c.solutions = [_solution(sample) for sample in group]
+            c.solutions = [_solution(sample, c.problem.problem) for sample in group]
         for c, group in zip(restated, groups[len(candidates):]):
-            c.restated_solutions = [_solution(sample) for sample in group]
+            c.restated_solutions = [_solution(sample, c.restated) for sample in group]
 
     def restate(self, candidates: list[Candidate]) -> None:
         """Two-route: the policy's restatement of each problem (None where it wrote none the parser accepts)."""
@@ -435,8 +436,9 @@ class SelfPlay:
             c.reference, c.solve_rate = verdict.reference, verdict.solve_rate
 
     def counted_answers(self, solutions: list[Solution]) -> list[str | None]:
-        """The answers judged (`counted_answer`, under the run's `arithmetic_check`)."""
-        return [counted_answer(s.answer, s.arithmetic_holds, self.config.arithmetic_check) for s in solutions]
+        """The answers judged (`counted_answer`, under the run's `arithmetic_check` and `arithmetic_uses_givens`)."""
+        return [counted_answer(s.answer, s.arithmetic_holds, s.uses_givens, self.config.arithmetic_check,
+                               self.config.arithmetic_uses_givens) for s in solutions]
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
         vectors = np.stack([c.embedding for c in candidates])
@@ -612,6 +614,7 @@ class SelfPlay:
             "student/completion_tokens": sum(len(s.sample.completion_ids) for s in solutions),
             # logged whether or not arithmetic_check uses it: how often the students' written arithmetic is true
             "student/arithmetic_holds": _mean([s.arithmetic_holds for s in solutions]),
+            "student/arithmetic_uses_givens": _mean([s.arithmetic_holds and s.uses_givens for s in solutions]),
             "pool/size": len(self.pool),
             "archive/size": len(self.archive),
             "pool/admitted": sum(c.admitted for c in candidates),
@@ -670,9 +673,9 @@ class SelfPlay:
             )
 
 
-def _solution(sample: Sample) -> Solution:
-    read = read_answer(sample.text)
-    return Solution(sample, read.answer, read.format_score, read.arithmetic_holds)
+def _solution(sample: Sample, problem: str) -> Solution:
+    read = read_answer(sample.text, problem)
+    return Solution(sample, read.answer, read.format_score, read.arithmetic_holds, read.uses_givens)
 
 
 def _mean(values: list) -> float | None:

@@ -43,6 +43,9 @@ def test_cross_field_validation():
         SelfPlayConfig(student_samples=1)
     with pytest.raises(ConfigError, match="band_low"):
         SelfPlayConfig(band_low=0.9, band_high=0.5)
+    with pytest.raises(ConfigError, match="arithmetic_uses_givens.*set arithmetic_check: true too"):
+        SelfPlayConfig(arithmetic_uses_givens=True)
+    assert SelfPlayConfig(arithmetic_check=True, arithmetic_uses_givens=True).arithmetic_uses_givens
 
 
 def test_yaml_not_a_mapping_and_missing_file(tmp_path):

@@ -103,7 +103,7 @@ def test_teacher_parser_is_total(text):
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(tagged_text, st.text(max_size=2000)))
 def test_student_reader_is_total(text):
-    solution = read_answer(text)
+    solution = read_answer(text, problem=text)
     assert solution.format_score in (0.0, 0.5, 1.0)
     assert (solution.answer is None) == (solution.format_score == 0.0)
     answer = extract_final_answer(text)
@@ -113,8 +113,8 @@ def test_student_reader_is_total(text):
 def test_huge_and_binary_inputs():
     assert not parse("<problem>" * 50_000).valid
     assert not parse("\x00\xff" * 100_000).valid
-    assert read_answer("\\boxed{" * 30_000).answer is None
-    assert read_answer("x" * 100_000 + "\\boxed{7}").answer == "7"
+    assert read_answer("\\boxed{" * 30_000, "").answer is None
+    assert read_answer("x" * 100_000 + "\\boxed{7}", "").answer == "7"
 
 
 HOSTILE_COMPLETIONS = {
@@ -136,5 +136,5 @@ def test_parsing_any_completion_costs_linear_time():
         start = time.perf_counter()
         parse(text, need_answer=True, need_program=True)
         concept_span(text)
-        read_answer(text)
+        read_answer(text, problem=text)
         assert time.perf_counter() - start < 0.02, name

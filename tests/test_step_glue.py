@@ -231,28 +231,34 @@ def test_a_round_judges_its_anchors_against_the_seeds_answers_not_the_students_m
     assert [r.advantage > 0 for r in played.rows.rows] == [False, False, True]
 
 
-@pytest.mark.parametrize("check, reference, correct", [
-    (False, "22", [True] * 5 + [False] * 3),  # five agree on a false subtraction: the majority
-    (True, "43", [False] * 5 + [True] * 3),  # only solutions whose arithmetic holds count
+@pytest.mark.parametrize("check, check_givens, reference, correct", [
+    (False, False, "22", [True] * 5 + [False] * 5),  # five agree on a false subtraction: the majority
+    (True, False, "400", [False] * 7 + [True] * 3),  # only solutions whose arithmetic holds count
+    (True, True, "43", [False] * 5 + [True, True] + [False] * 3),  # ... and that use every given
 ])
-def test_the_arithmetic_check_counts_only_answers_whose_written_arithmetic_holds(tokenizer, check, reference, correct):
+def test_the_arithmetic_checks_count_only_answers_whose_written_arithmetic_holds_and_uses_the_givens(
+        tokenizer, check, check_givens, reference, correct):
     from selfplay.roles import read_answer
     from selfplay.verify import Verifier
 
     texts = ["Kira has 40 - 3 = 22 balloons.\nTherefore, the final answer is: $\\boxed{22}$"] * 5 + [
-        "Kira has 40 + 3 = 43 balloons.\nTherefore, the final answer is: $\\boxed{43}$"] * 3
+        "Kira has 40 + 3 = 43 balloons.\nTherefore, the final answer is: $\\boxed{43}$"] * 2 + [
+        "Kira has 40 balloons, so 40 * 10 = 400.\nTherefore, the final answer is: $\\boxed{400}$"] * 3
     c = candidate(tokenizer, 0, "<problem>Kira has 40 balloons and finds 3 more. How many now?</problem>", novelty=0.3)
     for text in texts:
-        read = read_answer(text)
-        c.solutions.append(Solution(sample(tokenizer, text), read.answer, read.format_score, read.arithmetic_holds))
-    selfplay = step(tokenizer, student_samples=8, arithmetic_check=check)
+        read = read_answer(text, c.problem.problem)
+        c.solutions.append(Solution(sample(tokenizer, text), read.answer, read.format_score, read.arithmetic_holds,
+                                    read.uses_givens))
+    selfplay = step(tokenizer, student_samples=10, arithmetic_check=check, arithmetic_uses_givens=check_givens)
     with Verifier(5.0) as verifier:
         selfplay.verifier = verifier
         selfplay.judge([c])
     selfplay.score([c])
     assert (c.reference, [s.correct for s in c.solutions]) == (reference, correct)
-    assert c.solve_rate == sum(correct) / 8
-    assert step_metrics(selfplay, [c])["student/arithmetic_holds"] == 3 / 8  # logged, whether the check is on or not
+    assert c.solve_rate == sum(correct) / 10
+    # logged whether the checks are on or not
+    assert step_metrics(selfplay, [c])["student/arithmetic_holds"] == 5 / 10
+    assert step_metrics(selfplay, [c])["student/arithmetic_uses_givens"] == 2 / 10
 
 
 def test_each_configured_weight_weighs_its_own_term(tokenizer):

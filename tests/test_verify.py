@@ -7,7 +7,7 @@ import pytest
 from selfplay.roles import read_answer
 from selfplay.verify import Verifier, answers_equal, cluster_answers, extract_final_answer, judge, judge_all
 from selfplay.verify.answers import equal_many_unguarded, last_boxed, normalize
-from selfplay.verify.arithmetic import arithmetic_holds, counted_answer
+from selfplay.verify.arithmetic import arithmetic_holds, counted_answer, uses_givens
 from selfplay.verify.guard import WORKER_MEMORY_MB
 
 TIMEOUT = 2.0
@@ -103,7 +103,7 @@ def test_a_hostile_text_answer_is_read_in_linear_time():
     hostile = "\\boxed{\\text{" + " " * 30_000 + "{}}}"
     for text in (hostile, "Let me think. " * 500 + hostile, "\\boxed{" + "\\text{ " * 5_000 + "}"):
         start = time.perf_counter()
-        read_answer(text)
+        read_answer(text, problem=text)
         normalize(text)  # the checker normalises whatever it is given
         assert time.perf_counter() - start < 0.1
 
@@ -206,12 +206,50 @@ def test_lenient_answers_read_the_last_number_when_nothing_is_boxed(text, answer
 )
 def test_written_arithmetic_holds_when_every_step_is_true_and_reaches_the_answer(text, answer, holds):
     assert arithmetic_holds(text, answer) is holds
-    assert read_answer(text).arithmetic_holds is (holds and extract_final_answer(text) == answer)
+    assert read_answer(text, "").arithmetic_holds is (holds and extract_final_answer(text) == answer)
 
 
-@pytest.mark.parametrize("holds, check, counted", [(True, True, "7"), (False, True, None), (False, False, "7")])
-def test_an_answer_counts_unless_the_check_is_on_and_its_arithmetic_fails(holds, check, counted):
-    assert counted_answer("7", holds, check) == counted
+@pytest.mark.parametrize("holds, used_givens, check, check_givens, counted", [
+    (True, True, True, False, "7"), (False, True, True, False, None), (False, False, False, False, "7"),
+    (True, False, True, False, "7"),  # a given left unused counts only when check_givens is on
+    (True, False, True, True, None), (True, True, True, True, "7"), (False, True, True, True, None),
+])
+def test_an_answer_counts_unless_a_check_that_is_on_fails(holds, used_givens, check, check_givens, counted):
+    assert counted_answer("7", holds, used_givens, check, check_givens) == counted
+
+
+KIRA = "Kira has 40 balloons. Kira finds 3 more balloons. How many balloons does Kira have now?"
+
+
+@pytest.mark.parametrize("problem, text, uses", [
+    (KIRA, "Kira has 40 + 3 = 43 balloons. \\boxed{43}", True),
+    (KIRA, "40 - 3 = 37", True),  # the wrong operation on the givens: only the students can tell
+    (KIRA, "Each balloon weighs 10 pounds: 10 x 3 = 30, 30 + 40 = 70", True),  # invented numbers may join
+    (KIRA, "Kira has 40 balloons, so 40 * 10 = 400. \\boxed{400}", False),  # 3 never used
+    (KIRA, "40 + 1 = 41 \\boxed{41}, then 41 + 3 = 44", False),  # after the boxed answer: not the solution's
+    (KIRA, "Kira has 40 and 3 more: 43", False),  # no equation
+    ("A box holds 1,000 pins and 2.50 dollars of tape.", "1000 + 2.5 = 1002.5", True),  # as numbers, not strings
+    ("Dev has 17 pencils, loses 11 of them and then doubles what is left.", "17 - 11 = 6, 6 * 2 = 12", True),
+    ("What is half of ten?", "10 / 2 = 5", True),  # a problem stating no digits has no givens
+    ("Sam has " + "9" * 20 + " pins and 3 more.", "3 + 3 = 6", True),  # past MAX_DIGITS: not a given
+])
+def test_the_givens_check_asks_for_every_number_the_problem_states_among_the_operands(problem, text, uses):
+    assert uses_givens(text, problem) is uses
+    assert read_answer(text, problem).uses_givens is uses
+
+
+@pytest.mark.parametrize("problem", ["1 " * 20_000, "1," * 20_000 + "2", ("9" * 12 + " ") * 4_000,
+                                     " ".join(map(str, range(10_000)))])
+def test_a_hostile_problem_costs_the_givens_check_milliseconds(problem):
+    """A teacher writes the problem; 20,000-50,000 characters of numbers are read in milliseconds."""
+    start = time.perf_counter()
+    uses_givens("1 + 1 = 2 " * 40, problem)
+    assert time.perf_counter() - start < 0.1
+
+
+def test_a_problem_stating_more_numbers_than_a_solution_can_use_fails_the_givens_check():
+    assert not uses_givens("0 + 1 = 1", " ".join(map(str, range(300))))
+    assert uses_givens("0 + 1 = 1", "0 1 1 0")
 
 
 @pytest.mark.parametrize("text", ["1" * 20_000, "1 + " * 5_000 + "= 2", "1," * 10_000 + "= 3",

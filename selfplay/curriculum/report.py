@@ -213,7 +213,8 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
         "Student format and solve rate": _figure(out / "student.png", _lines(
             metrics, {"student/format_mean": "format", "student/solve_rate_mean": "solve rate (mean)",
                       "student/reference_fraction": "problems with a reference",
-                      "student/arithmetic_holds": "written arithmetic holds"},
+                      "student/arithmetic_holds": "written arithmetic holds",
+                      "student/arithmetic_uses_givens": "... and uses every given"},
             "fraction", "Student: answers in the format, solved, judged against an answer, true arithmetic")),
         "Rewards per role": _figure(out / "rewards.png", _lines(
             metrics, {"teacher/reward_mean": "teacher", "student/reward_mean": "student"}, "mean reward", "Rewards")),
