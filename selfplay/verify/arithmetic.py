@@ -44,9 +44,9 @@ def arithmetic_holds(text: str, answer: str | None) -> bool:
 def uses_givens(text: str, problem: str) -> bool:
     """True when every number `problem` states is an operand of the `a op b ... = c` that `text` writes before its
     boxed answer. A calculator cannot see "16 * 2 = 32" for "shares 16 among 2", but it sees "40 * 10 = 400" for
-    "has 40, finds 3 more": on the probe and on MAWPS, a majority of checked solutions that also use every given
-    is right half again as often (results.md, Lever 11). Numbers past `MAX_DIGITS` are not givens (no equation
-    can use them); a problem stating more numbers than the equations can hold fails."""
+    "has 40, finds 3 more": on the probe and on MAWPS, the in-band majority of checked solutions that also use
+    every given is right about twice as often (results.md, "Lever 11"). Numbers past `MAX_DIGITS` are not givens
+    (no equation can use them); a problem stating more numbers than the equations can hold fails."""
     written = set(_GIVEN.findall(problem))
     if len(written) > MAX_EQUATIONS * MAX_OPERANDS:
         return False
