@@ -86,8 +86,8 @@ def main() -> None:
     if args.arithmetic_uses_givens and not args.arithmetic_check:
         parser.error("--arithmetic-uses-givens refines --arithmetic-check: give both")
     if args.arithmetic_check:
-        rows = [row | {"answers": [counted_answer(a, arithmetic_holds(text, a), uses_givens(text, row["prompt"]), True,
-                                                  args.arithmetic_uses_givens)
+        rows = [row | {"answers": [counted_answer(a, arithmetic_holds(text, a), uses_givens(text, row["prompt"]),
+                                                  check=True, check_givens=args.arithmetic_uses_givens)
                                    for text, a in zip(row["samples"], row["answers"])]} for row in rows]
     with Verifier() as verifier:
         result = {"model": model, "band": [config.band_low, config.band_high]} | reliability(

@@ -437,8 +437,8 @@ class SelfPlay:
 
     def counted_answers(self, solutions: list[Solution]) -> list[str | None]:
         """The answers judged (`counted_answer`, under the run's `arithmetic_check` and `arithmetic_uses_givens`)."""
-        return [counted_answer(s.answer, s.arithmetic_holds, s.uses_givens, self.config.arithmetic_check,
-                               self.config.arithmetic_uses_givens) for s in solutions]
+        return [counted_answer(s.answer, s.arithmetic_holds, s.uses_givens, check=self.config.arithmetic_check,
+                               check_givens=self.config.arithmetic_uses_givens) for s in solutions]
 
     def measure_novelty(self, candidates: list[Candidate]) -> None:
         vectors = np.stack([c.embedding for c in candidates])

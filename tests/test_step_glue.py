@@ -256,9 +256,9 @@ def test_the_arithmetic_checks_count_only_answers_whose_written_arithmetic_holds
     selfplay.score([c])
     assert (c.reference, [s.correct for s in c.solutions]) == (reference, correct)
     assert c.solve_rate == sum(correct) / 10
-    # logged whether the checks are on or not
-    assert step_metrics(selfplay, [c])["student/arithmetic_holds"] == 5 / 10
-    assert step_metrics(selfplay, [c])["student/arithmetic_uses_givens"] == 2 / 10
+    metrics = step_metrics(selfplay, [c])  # logged whether the checks are on or not
+    assert metrics["student/arithmetic_holds"] == 5 / 10
+    assert metrics["student/arithmetic_uses_givens"] == 2 / 10
 
 
 def test_each_configured_weight_weighs_its_own_term(tokenizer):

@@ -215,7 +215,7 @@ def test_written_arithmetic_holds_when_every_step_is_true_and_reaches_the_answer
     (True, False, True, True, None), (True, True, True, True, "7"), (False, True, True, True, None),
 ])
 def test_an_answer_counts_unless_a_check_that_is_on_fails(holds, used_givens, check, check_givens, counted):
-    assert counted_answer("7", holds, used_givens, check, check_givens) == counted
+    assert counted_answer("7", holds, used_givens, check=check, check_givens=check_givens) == counted
 
 
 KIRA = "Kira has 40 balloons. Kira finds 3 more balloons. How many balloons does Kira have now?"

@@ -55,7 +55,7 @@ def uses_givens(text: str, problem: str) -> bool:
     return givens <= used
 
 
-def counted_answer(answer: str | None, holds: bool, used_givens: bool, check: bool, check_givens: bool) -> str | None:
+def counted_answer(answer: str | None, holds: bool, used_givens: bool, *, check: bool, check_givens: bool) -> str | None:
     """The answer a judge counts: `answer`, or None (no answer, so never correct) where `check` is on and the
     solution's written arithmetic does not hold, or `check_givens` is on too and it leaves a given unused."""
     return answer if not check or holds and (used_givens or not check_givens) else None
