@@ -146,10 +146,6 @@ class SelfPlayConfig(GenerationSettings):
         "help": "Which new problems enter the pool: every valid one; those in the band; those in the band whose "
                 "reference answer is computed from the problem (two or more numbers stated, the answer none of "
                 "them: for arithmetic word problems)."})
-    pool_sampling: Literal["uniform", "by_operation"] = field(default="uniform", metadata={
-        "help": "How the teacher's examples are drawn from the pool: uniformly; or evenly over the operations a "
-                "right solution of each uses ('+', '*', '*-', ...), then uniformly within one (a small teacher "
-                "imitates what it is shown, and the band's problems are mostly multiplication)."})
     pool_max_size: int = field(default=0, metadata={"help": "Most problems in the pool (0: unbounded; FIFO)."})
     anchor_share: float = field(default=0.0, metadata={
         "help": "Known-answer anchors, for seeds with answers: per round, this share of teacher_prompts x "

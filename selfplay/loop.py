@@ -47,7 +47,7 @@ from selfplay.rundir import CURRICULUM, METRICS
 from selfplay.train.rows import Scored, StepRows, step_rows
 from selfplay.train.updater import Updater
 from selfplay.verify import Verifier, judge_all, judge_routes
-from selfplay.verify.arithmetic import counted_answer, operations
+from selfplay.verify.arithmetic import counted_answer
 from selfplay.verify.sandbox import run_program
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,6 @@ class Candidate:
     @property
     def valid(self) -> bool:
         return self.problem.valid
-
-    @property
-    def worked_solution(self) -> str | None:
-        """The first solution judged correct: the record's worked example of the problem."""
-        return next((s.sample.text for s in self.solutions if s.correct), None)
 
 
 @dataclass(frozen=True)
@@ -529,8 +524,7 @@ class SelfPlay:
         first_row = len(self.archive)
         self.archive.add(vectors)
         self.pool.add([{"problem": candidates[k].problem.problem, "answer": candidates[k].reference,
-                        "concepts": candidates[k].problem.concepts, "step": self.step, "seed": False,
-                        "operations": operations(candidates[k].worked_solution or "")}
+                        "concepts": candidates[k].problem.concepts, "step": self.step, "seed": False}
                        for k in admitted], [first_row + k for k in admitted])
         for k in admitted:
             candidates[k].admitted = True
@@ -658,7 +652,7 @@ class SelfPlay:
             "derived": c.derived,
             "nearest_archived": c.nearest,
             "admitted": c.admitted,
-            "solution": c.worked_solution,
+            "solution": next((s.sample.text for s in c.solutions if s.correct), None),
             "raw": None if p.valid else c.sample.text[:500],
         }
 

@@ -114,7 +114,7 @@ def build(config: SelfPlayConfig, resume: bool, ranks: Ranks | None = None) -> S
     embedder = Embedder(config.embedder)
     writes = rundir.archive_dir(run_dir) if ranks.is_main else None  # every rank holds them, the first writes them
     archive = Archive(embedder.dim, config.index_type, config.index_storage, config.index_exact_limit, writes)
-    pool = Pool(archive, config.pool_max_size, writes, config.pool_sampling == "by_operation")
+    pool = Pool(archive, config.pool_max_size, writes)
     selfplay = SelfPlay(
         config=config,
         run_dir=run_dir,

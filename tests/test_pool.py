@@ -1,8 +1,6 @@
 """The archive (FAISS index over every problem, append-only files) and the pool (its admitted rows), with real
 FAISS indexes."""
 
-import collections
-
 import faiss
 import numpy as np
 import pytest
@@ -96,34 +94,6 @@ def test_seeds_only_draws_from_the_seeds_even_after_eviction_and_from_all_withou
     unseeded = Pool(archive)
     unseeded.add(entries(3, start=20), [2, 3, 4])
     assert {e["problem"] for _ in range(30) for e in unseeded.sample(rng, 1, seeds_only=True)} == {"p20", "p21", "p22"}
-
-
-def operation_pool(folder=None, max_size=0):
-    """A seed, then 24 multiplication problems, 4 subtraction, 2 of '*' and '-' (the shape of Lever 11's pool)."""
-    archive = Archive(16, folder=folder)
-    pool = Pool(archive, max_size=max_size, folder=folder, by_operation=True)
-    archive.add(unit(31))
-    pool.add(entries(1, seed=True), [0])
-    kinds = ["*"] * 24 + ["-"] * 4 + ["-*"] * 2
-    pool.add([{**e, "operations": used} for e, used in zip(entries(30, start=10), kinds)], list(range(1, 31)))
-    return pool
-
-
-def test_by_operation_draws_evenly_over_operations_and_distinct_members(tmp_path):
-    pool, rng = operation_pool(), np.random.default_rng(0)
-    shown = collections.Counter(e.get("operations", "") for _ in range(4000) for e in pool.sample(rng, 1))
-    assert {used: n / 4000 for used, n in shown.items()} == pytest.approx(
-        {"": 0.25, "*": 0.25, "-": 0.25, "-*": 0.25}, abs=0.03)  # uniformly: "*" 24 of 31, the seed 1
-    assert all(len({e["problem"] for e in pool.sample(rng, k)}) == k for k in (4, 12, 31))
-    assert len(pool.sample(rng, 40)) == 31
-    evicting = operation_pool(tmp_path, max_size=20)  # the oldest non-seeds go: "*" problems only
-    members = {e["problem"] for e in evicting.entries()}
-    assert {e["problem"] for _ in range(300) for e in evicting.sample(rng, 2)} == members
-    loaded_archive = Archive(16)
-    loaded_archive.load(tmp_path, evicting.archive.state())
-    loaded = Pool(loaded_archive, max_size=20, by_operation=True)
-    loaded.load(tmp_path, evicting.state())
-    assert loaded.sample(np.random.default_rng(5), 3) == evicting.sample(np.random.default_rng(5), 3)
 
 
 def test_pool_files_reload_to_the_same_members(tmp_path):

@@ -179,23 +179,6 @@ def test_seed_share_sets_how_many_teacher_prompts_show_a_seed(tokenizer):
     assert sum(map(sum, seeds_shown(0.0))) < 20  # uniform over 24 problems: about 80 prompts x 2/24
 
 
-def test_an_admitted_problem_records_the_operations_of_its_worked_solution(tokenizer):
-    """`pool_sampling: by_operation` draws by this field: it comes from the first solution judged correct."""
-    selfplay = step(tokenizer, pool_admission="valid")
-    selfplay.archive = Archive(4)
-    selfplay.pool = Pool(selfplay.archive, by_operation=True)
-    text = "<problem>Ann has 3 bags of 4 apples and eats 2. How many apples are left?</problem>"
-    unsolved, solved = (candidate(tokenizer, k, text.replace("Ann", name)) for k, name in enumerate(["Bo", "Cy"]))
-    for c, vector in zip((unsolved, solved), np.eye(4, dtype=np.float32)):
-        c.embedding = vector
-        c.solutions = [Solution(sample(tokenizer, worked), answer, 1.0, correct=right)
-                       for worked, answer, right in [("3 + 4 + 2 = 9", "9", False), ("3 * 4 = 12, 12 - 2 = 10", "10", True)]]
-    unsolved.solutions[1].correct = False
-    selfplay.grow_pool([unsolved, solved])
-    assert [e["operations"] for e in selfplay.pool.entries()] == ["", "-*"]
-    assert solved.worked_solution == "3 * 4 = 12, 12 - 2 = 10" and unsolved.worked_solution is None
-
-
 def test_the_confidence_gate_pays_neither_students_nor_band_for_a_reference_few_reach(tokenizer):
     """2 of 8 agreeing is in the recipe's band (0.25-0.875); with min_majority_share 0.5 it pays no one."""
     text = "<problem>Ann has 3 bags of 4 apples. How many apples?</problem>"

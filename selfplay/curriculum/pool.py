@@ -6,18 +6,11 @@ Records are held in memory as JSON lines (every rank samples from them) and appe
 `pool.jsonl`, whose length a checkpoint records. Eviction is FIFO over non-seed problems, so the members are
 always the seeds plus the admitted problems after the first `evicted` non-seeds: a count is all a checkpoint
 needs to restore them.
-
-Sampling is uniform over the members, or (`by_operation`) uniform over the operations their records name
-(`operations`: "+", "*", "*-", ...; "" for a record that names none, the seeds among them), then over that
-operation's members: a small policy imitates the problem it is shown, and the problems a band pays for are
-mostly multiplication (88% of Lever 11's, results.md), so a uniform draw narrows the teacher to one operation.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +42,12 @@ def eligible(valid: bool, solve_rate: float | None, admission: str, band_low: fl
 
 
 class Pool:
-    def __init__(self, archive: Archive, max_size: int = 0, folder: Path | None = None, by_operation: bool = False):
+    def __init__(self, archive: Archive, max_size: int = 0, folder: Path | None = None):
         """`folder`: where records are appended (None: nowhere, as on every rank of a run but the first)."""
-        self.archive, self.max_size, self.by_operation = archive, max_size, by_operation
+        self.archive, self.max_size = archive, max_size
         self.folder = Path(folder) if folder is not None else None
         self.lines: list[bytes] = []  # every admitted record, in order; evicted ones emptied
         self.rows: list[int] = []  # their archive rows
-        self.by_operations: dict[str, list[int]] = defaultdict(list)  # operations -> its records' indices, in order
         self.seeds = self.evicted = self.file_bytes = 0
         self.members = np.zeros(0, np.uint8)  # bit r: archive row r is in the pool
 
@@ -69,15 +61,13 @@ class Pool:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(self.folder / POOL_FILE, "ab") as handle:
                 handle.write(b"".join(lines))
-        self._take(lines, rows, [bool(entry.get("seed")) for entry in entries],
-                   [entry.get("operations", "") for entry in entries])
+        self._take(lines, rows, [bool(entry.get("seed")) for entry in entries])
         self.file_bytes += sum(map(len, lines))
         self._evict()
 
-    def _take(self, lines: list[bytes], rows: list[int], seed: list[bool], operations: list[str]) -> None:
-        for line, row, is_seed, used in zip(lines, rows, seed, operations):
+    def _take(self, lines: list[bytes], rows: list[int], seed: list[bool]) -> None:
+        for line, row, is_seed in zip(lines, rows, seed):
             self.seeds += is_seed and self.seeds == len(self.rows)  # seeds come first and are never evicted
-            self.by_operations[used].append(len(self.lines))
             self.lines.append(line)
             self.rows.append(row)
         if rows and max(rows) // 8 >= len(self.members):
@@ -116,39 +106,13 @@ class Pool:
         self.evicted += count
 
     def sample(self, rng: np.random.Generator, k: int, seeds_only: bool = False) -> list[dict]:
-        """`k` distinct members drawn uniformly, or evenly over operations (`by_operation`); `seeds_only`:
-        uniformly from the seeds alone (the whole pool if it has none)."""
+        """`k` distinct members drawn uniformly; `seeds_only`: from the seeds alone (the whole pool if it has
+        none)."""
         if not len(self):
             raise PoolError("the pool is empty")
-        if seeds_only and self.seeds or not self.by_operation:
-            among = self.seeds if seeds_only and self.seeds else len(self)
-            picks = [i if i < self.seeds else i + self.evicted for i in rng.choice(among, min(k, among), False)]
-        else:
-            picks = self._by_operation(rng, min(k, len(self)))
-        return [json.loads(self.lines[i]) for i in picks]
-
-    def _by_operation(self, rng: np.random.Generator, k: int) -> list[int]:
-        """`k` distinct members' indices: each an operation drawn uniformly among those with members not yet
-        drawn, then one of them uniformly. Costs a binary search per operation, not a pass over the pool."""
-        members = {}  # operation -> (its indices, how many are seeds, where its unevicted non-seeds start)
-        for used, indices in sorted(self.by_operations.items()):
-            seeds = bisect.bisect_left(indices, self.seeds)
-            start = bisect.bisect_left(indices, self.seeds + self.evicted)
-            if seeds + len(indices) - start:
-                members[used] = (indices, seeds, start)
-        picks: list[int] = []
-        drawn = defaultdict(set)  # operation -> positions among its members already drawn
-        while len(picks) < k:
-            remaining = [used for used, (indices, seeds, start) in members.items()
-                         if len(drawn[used]) < seeds + len(indices) - start]
-            used = remaining[rng.integers(len(remaining))]
-            indices, seeds, start = members[used]
-            position = rng.integers(seeds + len(indices) - start)
-            if position in drawn[used]:
-                continue
-            drawn[used].add(position)
-            picks.append(indices[position] if position < seeds else indices[start + position - seeds])
-        return picks
+        among = self.seeds if seeds_only and self.seeds else len(self)
+        picks = rng.choice(among, size=min(k, among), replace=False)
+        return [json.loads(self.lines[i if i < self.seeds else i + self.evicted]) for i in picks]
 
     def entries(self) -> list[dict]:
         """The members' records, oldest first."""
@@ -170,9 +134,8 @@ class Pool:
             lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
             records = [json.loads(line) for line in lines]
             rows, seed = [r["id"] for r in records], [bool(r.get("seed")) for r in records]
-            operations = [str(r.get("operations", "")) for r in records]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PoolError(f"{path}: unreadable ({error!r})") from None
-        self._take(lines, rows, seed, operations)
+        self._take(lines, rows, seed)
         self.file_bytes = sum(map(len, lines))
         self._drop_oldest(state["evicted"])

@@ -25,7 +25,6 @@ _PLAIN_NUMBER = re.compile(rf"-?{_NUMBER}")
 _GIVEN = re.compile(_NUMBER)
 _MULTIPLY, _DIVIDE = {"*", "×", "x", "\\times", "\\cdot"}, {"/", "÷", "\\div"}
 _OPERATORS = _MULTIPLY | _DIVIDE | {"+", "-"}
-_CANONICAL = {"+": "+", "-": "-"} | dict.fromkeys(_MULTIPLY, "*") | dict.fromkeys(_DIVIDE, "/")
 _DOLLARS = {"$", "\\$"}  # `$2 \\times 6 = 12$`, `\\$5 + \\$3 = \\$8`: read through
 
 
@@ -54,14 +53,6 @@ def uses_givens(text: str, problem: str) -> bool:
     givens = {n for n in map(_number, written) if n is not None}
     used = {_number(operand) for left, _ in _written_equations(text) for operand in left[::2]}
     return givens <= used
-
-
-def operations(text: str) -> str:
-    """The operations the `a op b ... = c` written before `text`'s boxed answer use, each once, in the order
-    `+-*/` ("*", "*-", ...; "" where it writes none): what a problem asks of its solver, read off a right
-    solution (`pool_sampling: by_operation` draws the teacher's examples evenly over them)."""
-    used = {_CANONICAL[token] for left, _ in _written_equations(text) for token in left[1::2]}
-    return "".join(op for op in "+-*/" if op in used)
 
 
 def counted_answer(answer: str | None, holds: bool, used_givens: bool, *, check: bool, check_givens: bool) -> str | None:
