@@ -33,8 +33,8 @@ def load_trainable_policy(config: SelfPlayConfig, checkpoint: rundir.Checkpoint 
     Full fine-tuning loads fp32 master weights whatever the compute dtype (train/precision.py)."""
     weights = master_dtype(config.dtype, config.lora)
     if checkpoint is not None and not checkpoint.is_lora:
-        return load_policy(str(checkpoint.model_dir), config.device, weights)
-    model, tokenizer = load_policy(config.model, config.device, weights)
+        return load_policy(str(checkpoint.model_dir), config.device, weights, config.attention)
+    model, tokenizer = load_policy(config.model, config.device, weights, config.attention)
     if checkpoint is not None:
         from peft import PeftModel
 
@@ -48,7 +48,7 @@ def kl_reference(config: SelfPlayConfig, ranks: Ranks):
     shard of one with FSDP); LoRA needs none."""
     if config.kl_beta == 0 or config.lora:
         return None
-    return ranks.shard(load_policy(config.model, config.device, config.dtype)[0].requires_grad_(False))
+    return ranks.shard(load_policy(config.model, config.device, config.dtype, config.attention)[0].requires_grad_(False))
 
 
 def check_sharded(config: SelfPlayConfig) -> None:

@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from selfplay.config import ConfigError, SelfPlayConfig, parse_config, read_yaml_config
-from selfplay.policy.loading import pick_engine_dtype
+from selfplay.policy.loading import pick_attention, pick_engine_dtype
 
 
 def write(tmp_path, text):
@@ -69,6 +70,13 @@ def test_engine_dtype_auto_is_bfloat16_only_where_the_hardware_computes_in_it():
     assert pick_engine_dtype("auto", on_gpu=False, cpu_computes_bf16=False) == "float32"  # emulated bf16 is slower
     assert pick_engine_dtype("bfloat16", on_gpu=False, cpu_computes_bf16=False) == "bfloat16"  # a choice is kept
     assert pick_engine_dtype("float16", on_gpu=True, cpu_computes_bf16=True) == "float16"
+
+
+def test_attention_auto_is_eager_on_cpu_and_transformers_default_elsewhere():
+    assert SelfPlayConfig().attention == "auto"
+    assert pick_attention("auto", torch.device("cpu")) == "eager"  # faster than sdpa's CPU kernels here
+    assert pick_attention("auto", torch.device("cuda")) is None  # transformers picks sdpa where the model has it
+    assert pick_attention("sdpa", torch.device("cpu")) == "sdpa"  # a choice is kept
 
 
 def test_the_reference_recipe_trains_the_reference_batch_per_optimizer_step():

@@ -90,12 +90,16 @@ def test_micro_batches_hold_rows_of_one_prompt_largest_first():
     assert micro_batches(batch, 2) == [[4, 1], [2, 3], [0]]  # by prompt, short completions together
 
 
-def test_a_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(policy):
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_a_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(policy, attention):
     """The prompt's keys and values computed once for all its rows (the update's default) against every row run
-    whole (`shared_prompt: false`): the same log-probs and the same gradient, in a fraction of the work."""
+    whole (`shared_prompt: false`): the same log-probs and the same gradient, in a fraction of the work, with
+    either attention implementation (eager is CPU's default, sdpa GPU's)."""
     import copy
 
     model, tokenizer = policy
+    model = copy.deepcopy(model)
+    model.set_attn_implementation(attention)
     prompt = tokenizer("Tom has 3 bags of 4 apples. How many apples does he have?", add_special_tokens=False)["input_ids"]
     completions = [(tokenizer(text, add_special_tokens=False)["input_ids"], a)
                    for text, a in ((" 12 apples", 1.0), (" He has 7.", -1.0), (" 3 x 4 = 12, so 12.", 0.5))]

@@ -154,7 +154,8 @@ class Updater:
                 logits = model(input_ids=ids, attention_mask=attention,
                                logits_to_keep=batch.completions.shape[1] + 1).logits
             else:
-                cache = model(input_ids=prompt[None, :-1], use_cache=True).past_key_values
+                # only the cache is used: one position's logits, not the vocabulary at every prompt token
+                cache = model(input_ids=prompt[None, :-1], use_cache=True, logits_to_keep=1).past_key_values
                 cache.batch_repeat_interleave(rows)
                 ids = torch.cat([prompt[-1:].expand(rows, 1), batch.completions], dim=1)
                 attention = torch.cat([torch.ones_like(prompt).expand(rows, -1), batch.attention], dim=1)
