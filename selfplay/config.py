@@ -57,8 +57,7 @@ class GenerationSettings:
     vllm_enforce_eager: bool = field(
         default=True, metadata={"help": "No graph compilation: the engine starts in seconds. Compiled (false), it "
                                         "starts in about a minute on 2 CPU cores (84 s cold, 58 s from vLLM's "
-                                        "compile cache) and generates about 30 per cent faster: for long runs "
-                                        "(learn-cpu)."})
+                                        "compile cache) and generates about 30 per cent faster, for long runs."})
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine spans."})
 
 
